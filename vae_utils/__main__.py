@@ -1,0 +1,106 @@
+"""Command line: ``python -m vae_utils {train, fetch-data, likelihood} ...``.
+
+    python -m vae_utils train --dataset mnist --nz 20 --samples 1e6
+    python -m vae_utils train --dataset frey_face --nz 20 --hidden 200 --samples 1e6
+    python -m vae_utils likelihood --checkpoint <name> --n 1000
+    python -m vae_utils fetch-data --data-dir data/
+
+The data directory is --data-dir, else $AEVB_DATA_DIR, else data/ in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _lr(value: str):
+    return value if value == "auto" else float(value)
+
+
+def _optional_int(value: str):
+    return None if value.lower() in ("none", "all") else int(float(value))
+
+
+def _binarize(value: str):
+    return None if value.lower() in ("none", "grey") else value
+
+
+def parser() -> argparse.ArgumentParser:
+    from .data import DATASETS
+
+    p = argparse.ArgumentParser(prog="python -m vae_utils", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train AEVB, wake-sleep or MCEM (resumes an existing run of the same name)")
+    t.add_argument("--dataset", choices=DATASETS, default="mnist")
+    t.add_argument("--algorithm", choices=("aevb", "wake_sleep", "mcem"), default="aevb")
+    t.add_argument("--nz", type=int, default=20, help="latent dimensions")
+    t.add_argument("--hidden", type=int, default=None, help="hidden units (default 500 MNIST, 200 Frey Face)")
+    t.add_argument("--n-train", type=_optional_int, default=None, help="first n training points (default: the paper's)")
+    t.add_argument("--binarize", type=_binarize, choices=(None, "static", "dynamic"), default=None,
+                   help="MNIST only: none (grey levels, default), static or dynamic")
+    t.add_argument("--estimator", choices=("A", "B"), default="B")
+    t.add_argument("--samples", type=float, default=1e6, help="training samples evaluated (budget)")
+    t.add_argument("--lr", type=_lr, default="auto", help="Adagrad global step, or 'auto' (the paper's grid search)")
+    t.add_argument("--lr-trial-samples", type=float, default=1e5)
+    t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve")
+    t.add_argument("--ws-logvar-scale", type=float, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--results-dir", default=None)
+    t.add_argument("--checkpoint-dir", default=None)
+    t.add_argument("--no-progress", action="store_true")
+
+    f = sub.add_parser("fetch-data", help="download and verify the datasets")
+    f.add_argument("--dataset", choices=DATASETS, action="append", help="default: all")
+    f.add_argument("--data-dir", default=None)
+    f.add_argument("--mirror", default=None, help="a base URL holding the files, tried instead of the public homes")
+
+    m = sub.add_parser("likelihood", help="marginal log-likelihood of a trained model (Appendix D and importance sampling)")
+    m.add_argument("--checkpoint", required=True, help="run name or checkpoint path")
+    m.add_argument("--n", type=int, default=1000, help="first n points of train and of test")
+    m.add_argument("--is-samples", type=int, default=5000, help="importance samples (0: skip)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--data-dir", default=None)
+    m.add_argument("--out", default=None, help="results JSON (default results/<run>_likelihood.json)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "fetch-data":
+        from .data import DATASETS, fetch_data
+
+        mirrors = None
+        if args.mirror:
+            mirrors = {name: [args.mirror] for name in DATASETS}
+        fetch_data(args.dataset or DATASETS, data_dir=args.data_dir, mirrors=mirrors)
+        return 0
+    if args.command == "train":
+        from .train import TrainConfig, train
+
+        hidden = args.hidden or (500 if args.dataset == "mnist" else 200)
+        cfg = TrainConfig(dataset=args.dataset, algorithm=args.algorithm, n_z=args.nz, n_hidden=hidden,
+                          n_train=args.n_train, binarize=args.binarize, estimator=args.estimator,
+                          samples=int(args.samples), lr=args.lr, lr_trial_samples=int(args.lr_trial_samples),
+                          eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale, seed=args.seed,
+                          threads=args.threads, name=args.name, data_dir=args.data_dir,
+                          results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+        train(cfg, progress=not args.no_progress)
+        return 0
+    if args.command == "likelihood":
+        from .marginal_likelihood import evaluate_checkpoint
+
+        evaluate_checkpoint(args.checkpoint, n=args.n, is_samples=args.is_samples, seed=args.seed,
+                            threads=args.threads, data_dir=args.data_dir, out=args.out)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Algorithm 1 of the paper (AEVB), and the loop that wake-sleep and Monte Carlo EM share.
+
+Algorithm 1 (minibatch AEVB), with the paper's settings (Section 5, paper_spec 2):
+    repeat
+        X^M <- M = 100 datapoints drawn at random (with replacement, as anglepy did)
+        eps <- L = 1 draw from N(0, I) per datapoint
+        g   <- grad_{theta,phi} [ sum_i L^B(theta, phi; x_i, eps_i) + (M/N) log p(theta) ]
+        theta, phi <- Adagrad update with g (ascent)
+    until the budget of training samples is spent
+The gradient is (M/N) times the gradient of eq. 8 plus the log-prior (approximate MAP);
+Adagrad is insensitive to that constant. Adagrad follows anglepy: the accumulator of
+squared gradients fills for the first 100 steps before any parameter moves; its global
+step is chosen from {0.01, 0.02, 0.1} by the training bound after a short trial run.
+
+The x axis of the paper's curves is "# training samples evaluated": AEVB and wake-sleep
+count M per iteration; Monte Carlo EM counts what ``MCEM.step`` says it touched.
+
+A run is identified by its config; its checkpoint (a dict of tensors and plain values,
+written atomically) holds everything needed to continue bit-for-bit, RNG included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from .estimators import get_estimator, lower_bound
+from .models import VAE, build_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "results"
+CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+ALGORITHMS = ("aevb", "wake_sleep", "mcem")
+PAPER_N_TRAIN = {"mnist": 50_000, "frey_face": None}
+
+
+@dataclass
+class TrainConfig:
+    # what is trained
+    dataset: str = "mnist"
+    algorithm: str = "aevb"          # aevb | wake_sleep | mcem
+    n_z: int = 20
+    n_hidden: int = 500
+    n_train: int | None = None       # None: the paper's 50,000 for MNIST, the 1600 split for Frey
+    binarize: str | None = None      # None (grey levels) | "static" | "dynamic"
+    # AEVB
+    estimator: str = "B"             # SGVB estimator, eq. 6 (A) or eq. 7 (B)
+    batch_size: int = 100            # M
+    n_samples: int = 1               # L
+    weight_prior: bool = True        # the N(0, I) prior on weight matrices
+    # Adagrad
+    lr: float | str = "auto"         # a global step, or "auto": the paper's grid search
+    lr_grid: tuple = (0.01, 0.02, 0.1)
+    lr_trial_samples: int = 100_000
+    adagrad_warmup: int = 100
+    adagrad_eps: float = 1e-8
+    # budget and evaluation
+    samples: int = 1_000_000         # training samples evaluated (the paper's x axis)
+    eval_per_decade: int = 4
+    eval_from: int = 10_000
+    eval_n: int = 10_000             # datapoints of each split used for the curve
+    seed: int = 0
+    # wake-sleep
+    ws_logvar_scale: float = 1.0     # anglepy's recognition net used 0.1
+    # Monte Carlo EM
+    mcem_leapfrog: int = 10
+    mcem_target_accept: float = 0.9
+    mcem_init_step: float = 0.01
+    mcem_m_steps: int = 5
+    mcem_warmup: int = 10
+    # bookkeeping (not part of a run's identity)
+    name: str | None = None
+    threads: int = 1
+    checkpoint_every_s: float = 60.0
+    data_dir: str | None = None
+    results_dir: str | None = None
+    checkpoint_dir: str | None = None
+
+    RUNTIME_FIELDS = ("name", "samples", "threads", "checkpoint_every_s", "data_dir", "results_dir", "checkpoint_dir")
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        data_mod._check_name(self.dataset, binarize=self.binarize)
+        get_estimator(self.estimator)
+        if isinstance(self.lr, str) and self.lr != "auto":
+            self.lr = float(self.lr)
+        self.lr_grid = tuple(float(v) for v in self.lr_grid)
+        self.samples = int(float(self.samples))
+        if self.n_train is None:
+            self.n_train = PAPER_N_TRAIN[self.dataset]
+        if self.name is None:
+            self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
+                         f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
+
+    def identity(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Adagrad:
+    """torch.optim.Adagrad with anglepy's warm-up: the accumulator fills for ``warmup`` steps
+    before parameters move (the learning rate is held at 0 meanwhile)."""
+
+    def __init__(self, params, lr: float, warmup: int, eps: float):
+        self.opt = torch.optim.Adagrad(params, lr=lr, eps=eps)
+        self.lr, self.warmup, self.t = lr, warmup, 0
+
+    def ascend(self, objective: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        (-objective).backward()
+        for group in self.opt.param_groups:
+            group["lr"] = 0.0 if self.t < self.warmup else self.lr
+        self.opt.step()
+        self.t += 1
+
+    def state_dict(self):
+        return {"opt": self.opt.state_dict(), "t": self.t}
+
+    def load_state_dict(self, d):
+        self.opt.load_state_dict(d["opt"])
+        self.t = d["t"]
+
+
+class Minibatches:
+    """Random minibatches of M indices drawn with replacement (anglepy), binarised per draw
+    when dynamic binarisation is on."""
+
+    def __init__(self, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator):
+        self.X, self.M, self.rng = X, cfg.batch_size, rng
+        self.dynamic = cfg.binarize == "dynamic"
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return data_mod.binarize_batch(x, self.rng) if self.dynamic else x
+
+    def __next__(self) -> torch.Tensor:
+        return self.prepare(self.X[torch.randint(len(self.X), (self.M,), generator=self.rng)])
+
+
+class AEVB:
+    """Algorithm 1: one joint Adagrad ascent step on the SGVB minibatch estimator."""
+
+    metric = "lower bound (SGVB B, L=1)"
+
+    def __init__(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, lr: float, rng: torch.Generator):
+        self.model, self.cfg, self.rng, self.N = model, cfg, rng, len(X)
+        self.batches = Minibatches(X, cfg, rng)
+        self.estimator = get_estimator(cfg.estimator)
+        self.opt = Adagrad(model.parameters(), lr, cfg.adagrad_warmup, cfg.adagrad_eps)
+
+    def log_prior_term(self, params=None) -> torch.Tensor:
+        if not self.cfg.weight_prior:
+            return torch.zeros(())
+        return self.cfg.batch_size / self.N * self.model.log_weight_prior(params)  # (M/N) log p(theta)
+
+    def step(self) -> tuple[int, float]:
+        x = next(self.batches)
+        bound = self.estimator(self.model, x, self.cfg.n_samples, self.rng)
+        self.opt.ascend(bound.sum() + self.log_prior_term())
+        return len(x), bound.mean().item()
+
+    def evaluate(self, X: torch.Tensor | None, split: str) -> float | None:
+        return None if X is None else lower_bound(self.model, X, "B", seed=1000)
+
+    def state_dict(self):
+        return {"opt": self.opt.state_dict()}
+
+    def load_state_dict(self, d):
+        self.opt.load_state_dict(d["opt"])
+
+
+def get_algorithm(name: str):
+    from .baselines import MCEM, WakeSleep
+
+    return {"aevb": AEVB, "wake_sleep": WakeSleep, "mcem": MCEM}[name]
+
+
+# --- bookkeeping --------------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", delete=False) as tmp:
+        tmp.write(payload)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1, default=str) + "\n").encode())
+
+
+def save_checkpoint(path: Path, ckpt: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, weights_only=True)  # tensors and plain values only
+
+
+def provenance() -> dict:
+    """Commit, library versions and machine of this run."""
+    import numpy
+    import scipy
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"git_commit": commit, "git_dirty": dirty, "python": sys.version.split()[0],
+            "torch": torch.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def eval_schedule(cfg: TrainConfig) -> list[int]:
+    """Log-spaced sample counts (multiples of M) at which the curve is evaluated, plus the end."""
+    M = cfg.batch_size
+    k0 = math.ceil(round(math.log10(cfg.eval_from) * cfg.eval_per_decade, 6))
+    k1 = math.floor(round(math.log10(cfg.samples) * cfg.eval_per_decade, 6))
+    points = {max(M, round(10 ** (k / cfg.eval_per_decade) / M) * M) for k in range(k0, k1 + 1)}
+    return sorted(p for p in points | {cfg.samples} if p <= cfg.samples)
+
+
+class Run:
+    """Data, model, algorithm and RNG of one training run, created fresh or from a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, lr: float, X_train: torch.Tensor):
+        torch.manual_seed(cfg.seed)  # the model's initial weights
+        self.cfg, self.lr = cfg, lr
+        self.model = build_model(cfg, X_train.shape[1])
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.algorithm = get_algorithm(cfg.algorithm)(self.model, X_train, cfg, lr, self.rng)
+        self.samples_seen, self.steps, self.train_time = 0, 0, 0.0
+
+    def step(self) -> float:
+        n, objective = self.algorithm.step()
+        self.samples_seen += n
+        self.steps += 1
+        return objective
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "algorithm": self.algorithm.state_dict(),
+                "rng": self.rng.get_state(), "samples_seen": self.samples_seen, "steps": self.steps,
+                "train_time": self.train_time}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.model.load_state_dict(d["model"])
+        self.algorithm.load_state_dict(d["algorithm"])
+        self.rng.set_state(d["rng"])
+        self.samples_seen, self.steps, self.train_time = d["samples_seen"], d["steps"], d["train_time"]
+
+    def parameters_finite(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.model.parameters())
+
+
+def load_data(cfg: TrainConfig):
+    X_train = data_mod.load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, n_train=cfg.n_train,
+                                    binarize="static" if cfg.binarize == "static" else None)
+    X_test = data_mod.load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir,
+                                   binarize="static" if cfg.binarize == "static" else None)
+    return X_train, X_test
+
+
+def eval_sets(cfg: TrainConfig, X_train, X_test):
+    """The first ``eval_n`` points of each split; with dynamic binarisation one seeded draw of
+    them, so that every point of a curve scores the same binary images."""
+    sets = {"train": X_train[:cfg.eval_n], "test": X_test[:cfg.eval_n]}
+    if cfg.binarize == "dynamic":
+        g = torch.Generator().manual_seed(4321)
+        sets = {k: data_mod.binarize_batch(v, g) for k, v in sets.items()}
+    return sets
+
+
+def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
+    """The paper's rule: short trial runs with each global step of the grid, keep the one with
+    the best training-set value (Section 5: "performance on the training set in the first few
+    iterations")."""
+    scores = {}
+    for lr in cfg.lr_grid:
+        trial = Run(dataclasses.replace(cfg, samples=cfg.lr_trial_samples), lr, X_train)
+        while trial.samples_seen < cfg.lr_trial_samples:
+            trial.step()
+        score = trial.algorithm.evaluate(sets["train"], "train")
+        scores[str(lr)] = score if math.isfinite(score) else None
+        log(f"lr trial {lr}: training value {score:.2f} after {trial.samples_seen} samples")
+    finite = {float(k): v for k, v in scores.items() if v is not None}
+    if not finite:
+        raise TrainingDiverged(f"every step size of the grid {cfg.lr_grid} diverged in the trial runs")
+    return max(finite, key=finite.get), scores
+
+
+def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_steps: int | None = None) -> dict:
+    """Train (or resume) the run described by ``cfg``; returns and writes its results dict.
+
+    ``stop_after_steps`` ends the session early as a kill would (used by tests); the
+    checkpoint then lets a later call continue.
+    """
+    torch.set_num_threads(cfg.threads)
+    results_dir = Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR
+    ckpt_path = (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
+    results_path = results_dir / f"{cfg.name}.json"
+    X_train, X_test = load_data(cfg)
+    sets = eval_sets(cfg, X_train, X_test)
+    schedule = eval_schedule(cfg)
+
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["config"] != cfg.identity():
+            diff = {k: (ckpt["config"].get(k), v) for k, v in cfg.identity().items() if ckpt["config"].get(k) != v}
+            raise ValueError(f"checkpoint {ckpt_path} belongs to a different run (field: (checkpoint, now) {diff}); "
+                             f"pass another --name or delete the checkpoint")
+        lr, lr_trials, curve = ckpt["lr"], ckpt["lr_trials"], ckpt["curve"]
+        run = Run(cfg, lr, X_train)
+        run.load_state_dict(ckpt["run"])
+        log(f"resuming {cfg.name} from {ckpt_path} at {run.samples_seen:,} samples")
+    else:
+        if cfg.lr == "auto":
+            lr, lr_trials = choose_lr(cfg, X_train, sets, log)
+            log(f"chosen global step size: {lr}")
+        else:
+            lr, lr_trials = float(cfg.lr), None
+        run, curve = Run(cfg, lr, X_train), []
+
+    def checkpoint():
+        if not run.parameters_finite():  # never overwrite the last good checkpoint with NaNs
+            raise TrainingDiverged(f"{cfg.name}: non-finite parameters at step {run.steps}; the last good "
+                                   f"checkpoint {ckpt_path} is kept. Try a smaller --lr.")
+        save_checkpoint(ckpt_path, {"config": cfg.identity(), "lr": lr, "lr_trials": lr_trials, "curve": curve,
+                                    "run": run.state_dict()})
+
+    def results(finished: bool) -> dict:
+        rate = run.samples_seen / run.train_time if run.train_time else None
+        return {"name": cfg.name, "algorithm": cfg.algorithm, "metric": run.algorithm.metric,
+                "config": dataclasses.asdict(cfg), "lr": lr, "lr_trials": lr_trials, "seed": cfg.seed,
+                "samples_seen": run.samples_seen, "finished": finished, "curve": curve,
+                "train_time_s": run.train_time, "samples_per_s": rate, "provenance": provenance()}
+
+    pending = [p for p in schedule if p > (curve[-1]["samples"] if curve else 0)]
+    bar = tqdm(total=cfg.samples, initial=run.samples_seen, unit="sample", unit_scale=True, disable=not progress,
+               desc=cfg.name, mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    last_ckpt, steps_this_session, running = time.time(), 0, None
+    while run.samples_seen < cfg.samples:
+        t0 = time.perf_counter()
+        objective = run.step()
+        run.train_time += time.perf_counter() - t0
+        steps_this_session += 1
+        if not math.isfinite(objective):
+            bar.close()
+            raise TrainingDiverged(
+                f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
+                f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
+                f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
+        running = objective if running is None else 0.99 * running + 0.01 * objective
+        bar.update(run.samples_seen - bar.n)
+        if pending and run.samples_seen >= pending[0]:
+            pending.pop(0)
+            point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
+                     "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2)}
+            curve.append(point)
+            bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
+            checkpoint()
+            atomic_write_json(results_path, results(finished=False))
+            last_ckpt = time.time()
+        elif time.time() - last_ckpt > cfg.checkpoint_every_s:
+            checkpoint()
+            last_ckpt = time.time()
+        if stop_after_steps is not None and steps_this_session >= stop_after_steps:
+            checkpoint()
+            bar.close()
+            return results(finished=False)
+    bar.close()
+    checkpoint()
+    out = results(finished=True)
+    atomic_write_json(results_path, out)
+    log(f"{cfg.name}: {run.samples_seen:,} samples in {run.train_time:.0f} s "
+        f"({out['samples_per_s']:.0f} samples/s); final train {curve[-1]['train']:.2f}, test {curve[-1]['test']}")
+    return out
+
+
+def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
+    """The model of a checkpoint, with its config (for evaluation and plotting)."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CHECKPOINT_DIR / f"{name_or_path}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint {name_or_path!r} (looked for it as a path and in {CHECKPOINT_DIR})")
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    x_dim = 784 if cfg["dataset"] == "mnist" else 560
+    model = build_model(cfg, x_dim)
+    model.load_state_dict(ckpt["run"]["model"])
+    model.eval()
+    return model, ckpt
