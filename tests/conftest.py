@@ -1,0 +1,53 @@
+"""Shared fixtures. The real datasets come from $AEVB_DATA_DIR (CI points it at shared/data)."""
+
+import os
+
+import pytest
+import torch
+
+from vae_utils import data as data_mod
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    d = data_mod.resolve_data_dir()
+    missing = [f for f in data_mod.SHA256 if not ((d / f).exists() or (d / (f + ".gz")).exists())]
+    if missing:
+        pytest.fail(f"the datasets are needed for these tests: set {data_mod.DATA_DIR_ENV} to a folder holding "
+                    f"{missing} (or run `python -m vae_utils fetch-data`)", pytrace=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def mnist_small(data_dir):
+    """2000 MNIST training images (grey levels) and 500 test images."""
+    return (data_mod.load_dataset("mnist", "train", n_train=2000),
+            data_mod.load_dataset("mnist", "test")[:500])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+def small_config(tmp_path, **overrides):
+    from vae_utils.train import TrainConfig
+
+    kw = dict(dataset="mnist", n_z=5, n_hidden=50, n_train=2000, samples=20_000, lr=0.02, eval_n=500,
+              eval_from=2_000, adagrad_warmup=10, results_dir=str(tmp_path / "results"),
+              checkpoint_dir=str(tmp_path / "ckpt"), name="t")
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+@pytest.fixture(scope="session")
+def trained_vae(tmp_path_factory, data_dir):
+    """A small AEVB model (784-100-5) trained on 2000 MNIST images for 1e5 samples."""
+    from vae_utils.train import load_trained, train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = small_config(tmp, n_hidden=100, samples=100_000, lr=0.05, name="trained")
+    train(cfg, progress=False, log=lambda *a: None)
+    model, _ = load_trained(tmp / "ckpt" / "trained.pt")
+    return model
