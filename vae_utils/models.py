@@ -85,7 +85,7 @@ class VAE(nn.Module):
 
     # --- generative model p(z) p(x|z) -------------------------------------------------
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        return Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return Normal(0.0, 1.0, validate_args=False).log_prob(z).sum(-1)
 
     def decoder_distribution(self, z: torch.Tensor):
         """p(x|z) as a torch distribution over pixels (event dims not yet summed)."""
@@ -93,7 +93,7 @@ class VAE(nn.Module):
         if self.likelihood == "bernoulli":
             # validate_args=False: grey-level x in [0, 1] is a valid soft target (paper_spec 2.2)
             return Bernoulli(logits=self.dec_out(h), validate_args=False)
-        return Normal(torch.sigmoid(self.dec_out(h)), torch.exp(0.5 * self.dec_logvar(h)))
+        return Normal(torch.sigmoid(self.dec_out(h)), torch.exp(0.5 * self.dec_logvar(h)), validate_args=False)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) summed over pixels (eq. 11 / eq. 12)."""
