@@ -68,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--data-dir", default=None)
     m.add_argument("--out", default=None, help="results JSON (default results/<run>_likelihood.json)")
+    r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
+    r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
+                   "(default $AEVB_REFERENCE_DIR)")
+    r.add_argument("--pattern", default="*.json", help="results files to include")
     return p
 
 
@@ -98,6 +102,22 @@ def main(argv=None) -> int:
 
         evaluate_checkpoint(args.checkpoint, n=args.n, is_samples=args.is_samples, seed=args.seed,
                             threads=args.threads, data_dir=args.data_dir, out=args.out)
+        return 0
+    if args.command == "report":
+        from . import plotting as P
+
+        paper = P.load_paper_curves(args.reference_dir)
+        results = [r for r in P.load_results(args.pattern) if r["finished"]]
+        print(P.markdown_table(P.comparison_rows(results, paper)))
+        groups = {}
+        for r in results:
+            c = r["config"]
+            groups.setdefault((c["dataset"], c["n_z"], c["n_hidden"], c["n_train"], c["binarize"]), []).append(r)
+        for (dataset, nz, h, n, binarize), rs in groups.items():
+            ylim = (-150, -95) if dataset == "mnist" and nz >= 10 else None
+            fig, _ = P.plot_bound_curves(rs, paper, f"{dataset}, $N_z$={nz}, {h} hidden, N={n}, "
+                                         f"{binarize or 'grey levels'}", ylim)
+            print(P.save_figure(fig, f"bound_{dataset}_nz{nz}_h{h}_n{n}_{binarize or 'grey'}"))
         return 0
     return 2
 

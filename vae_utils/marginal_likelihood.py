@@ -158,7 +158,10 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     result = {"run": name, "config": cfg, "samples_seen": ckpt["run"]["samples_seen"], "n": n, "seed": seed,
               "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}, "is_samples": is_samples}
     for split in ("train", "test"):
-        X = data_mod.load_dataset(cfg["dataset"], split, data_dir=data_dir, n_train=cfg["n_train"])[:n]
+        X = data_mod.load_dataset(cfg["dataset"], split, data_dir=data_dir, n_train=cfg["n_train"],
+                                  binarize="static" if cfg["binarize"] == "static" else None)[:n]
+        if cfg["binarize"] == "dynamic":  # score one seeded binarisation, as the training curve does
+            X = data_mod.binarize_batch(X, torch.Generator().manual_seed(4321))
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
         ll, var, info = hmc_kde_log_likelihood(model, X, generator=g)
