@@ -56,7 +56,8 @@ def test_importance_sampling_matches_exact_linear_gaussian(linear_gaussian, k, t
     err = np.abs(ll - exact)
     print(f"importance sampling, K={k}, imperfect q, linear-Gaussian: mean |error| {err.mean():.4f} nats")
     assert err.mean() < tol
-    assert np.mean(ll) <= np.mean(exact) + 1e-3  # a stochastic lower bound: never above on average
+    # a stochastic lower bound: on average not above log p(x), beyond Monte Carlo noise
+    assert np.mean(ll - exact) <= 3 * np.std(ll - exact) / np.sqrt(len(ll))
     exact_q = importance_log_likelihood(model, x, n_samples=3, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(exact_q, exact, atol=1e-6)  # q = posterior: every weight is p(x)
 

@@ -101,6 +101,7 @@ def plot_bound_curves(results: list[dict], paper_rows=None, title: str = "", yli
                 ax.plot(*zip(*sorted(pts)), "o", mfc="none", color=COLORS[alg], ms=5,
                         label=f"{LABELS[alg]} paper (digitized, train)")
     ax.set_xscale("log")
+    ax.set_xlim(left=1e5)  # the paper's axes start at 1e5 samples
     ax.set_xlabel("# training samples evaluated")
     ax.set_ylabel(r"$\mathcal{L}$ per datapoint")
     if ylim:
