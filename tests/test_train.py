@@ -41,10 +41,12 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, data_dir, algorithm):
     assert curve_a == [dict(p, train_time_s=q["train_time_s"]) for p, q in zip(curve_b, curve_a)]
 
 
-def test_killed_process_resumes_bit_for_bit(tmp_path, data_dir):
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])
+def test_killed_process_resumes_bit_for_bit(tmp_path, data_dir, algorithm):
     def cmd(d):
-        return [sys.executable, "-m", "vae_utils", "train", "--nz", "5", "--hidden", "50", "--n-train", "2000",
-                "--samples", "3e5", "--lr", "0.02", "--eval-n", "500", "--name", "k", "--no-progress",
+        return [sys.executable, "-m", "vae_utils", "train", "--algorithm", algorithm, "--nz", "5", "--hidden", "50",
+                "--n-train", "500" if algorithm == "mcem" else "2000", "--samples", "3e5", "--lr", "0.02",
+                "--eval-n", "500", "--name", "k", "--no-progress",
                 "--results-dir", str(d / "results"), "--checkpoint-dir", str(d / "ckpt")]
 
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -63,7 +65,7 @@ def test_killed_process_resumes_bit_for_bit(tmp_path, data_dir):
     assert "resuming k" in out.stdout
     _assert_same_state(_final_state(tmp_path / "a", "k")[0], _final_state(tmp_path / "b", "k")[0])
     res = json.loads((tmp_path / "b" / "results" / "k.json").read_text())
-    assert res["finished"] and res["samples_seen"] == 300_000
+    assert res["finished"] and res["samples_seen"] >= 300_000
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
