@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint", required=True, help="run name or checkpoint path")
     m.add_argument("--n", type=int, default=1000, help="first n points of train and of test")
     m.add_argument("--is-samples", type=int, default=5000, help="importance samples (0: skip)")
+    m.add_argument("--quadrature", type=int, default=0, help="also integrate the first N points of each split "
+                   "by quadrature (z_dim <= 3) and report each estimator's error")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--data-dir", default=None)
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         from .marginal_likelihood import evaluate_checkpoint
 
         evaluate_checkpoint(args.checkpoint, n=args.n, is_samples=args.is_samples, seed=args.seed,
-                            threads=args.threads, data_dir=args.data_dir, out=args.out)
+                            threads=args.threads, quadrature_n=args.quadrature, data_dir=args.data_dir, out=args.out)
         return 0
     if args.command == "report":
         from . import plotting as P
@@ -109,6 +111,8 @@ def main(argv=None) -> int:
         paper = P.load_paper_curves(args.reference_dir)
         results = [r for r in P.load_results(args.pattern) if r["finished"]]
         print(P.markdown_table(P.comparison_rows(results, paper)))
+        print()
+        print(P.likelihood_table(paper))
         groups = {}
         for r in results:
             c = r["config"]

@@ -6,11 +6,13 @@ Linear-Gaussian latent model (probabilistic PCA):
 With orthogonal columns of W the posterior is diagonal, so a diagonal-Gaussian q can equal it
 and the bound of eq. 3 is then tight: L = log p(x).
 
-Any model with a 2-D latent: log p(x) = log of the integral of p(x, z) over the plane, by
+Any model with a latent of up to 3 dimensions: log p(x) = log of the integral of p(x, z) over the plane, by
 quadrature on a fine grid placed where the posterior mass is (found on a coarse grid first).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.distributions import MultivariateNormal, Normal
@@ -64,36 +66,54 @@ class LinearGaussian(torch.nn.Module):
         return mu, torch.log(torch.diagonal(cov)).expand_as(mu)
 
 
-def _logsumexp_over_grid(model, x: torch.Tensor, z: torch.Tensor, chunk: int) -> torch.Tensor:
-    """logsumexp over grid points of log p(x, z) for one datapoint x (D,) and z (G, 2),
-    in chunks so that memory stays at chunk x D whatever the grid size."""
-    parts = [model.log_joint(x, z[i:i + chunk]).double() for i in range(0, len(z), chunk)]
-    return torch.logsumexp(torch.cat(parts), 0)
+def _grid_log_joint(model, x: torch.Tensor, z: torch.Tensor, chunk: int) -> torch.Tensor:
+    """log p(x, z) for one datapoint x (D,) at grid points z (G, d), in chunks so that memory
+    stays at chunk x D whatever the grid size."""
+    return torch.cat([model.log_joint(x, z[i:i + chunk]).double() for i in range(0, len(z), chunk)])
+
+
+def _grid(lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Midpoints of an n^d grid over the box [lo, hi] and the log volume of one cell."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    axes = [lo[j] + (hi[j] - lo[j]) * u for j in range(len(lo))]
+    z = torch.cartesian_prod(*axes).reshape(-1, len(lo))
+    return z, torch.log(hi - lo).sum() - len(lo) * math.log(n)
 
 
 @torch.no_grad()
-def quadrature_log_likelihood(model, x: torch.Tensor, n_grid: int = 150, limit: float = 6.0,
-                              width: float = 10.0, n_coarse: int = 100, chunk: int = 20_000) -> torch.Tensor:
-    """log p(x) for a model with z_dim = 2, one value per row of ``x``.
+def quadrature_log_likelihood(model, x: torch.Tensor, n_grid: int | None = None, limit: float = 6.0,
+                              width: float = 10.0, n_coarse: int | None = None, refine: int = 2,
+                              chunk: int = 20_000) -> torch.Tensor:
+    """log p(x) = log of the integral of p(x, z) dz for a model with z_dim <= 3, per row of x.
 
-    A coarse n_coarse x n_coarse grid on [-limit, limit]^2 locates each posterior (mean m, std s per
-    axis); the integral is then a midpoint rule (spectrally accurate for a smooth integrand) on an n_grid x n_grid grid over m +- width * s.
+    A coarse grid on [-limit, limit]^d locates each posterior (mean m, std s per axis); the
+    box m +- width * s is then gridded again and again, each pass re-centring on the moments
+    of the last, until ``refine`` passes in a row have a spacing below half the posterior std
+    on every axis; the integral is the midpoint rule on the final grid (spectrally accurate
+    for a smooth integrand).
     """
-    if model.z_dim != 2:
-        raise ValueError(f"quadrature needs z_dim = 2, got {model.z_dim}")
-    c = torch.linspace(-limit, limit, n_coarse)
-    coarse = torch.cartesian_prod(c, c)
-    u = (torch.arange(n_grid, dtype=torch.float64) + 0.5) / n_grid
+    d = model.z_dim
+    if d > 3:
+        raise ValueError(f"quadrature is for z_dim <= 3, got {d}")
+    n_grid = n_grid or {1: 2000, 2: 150, 3: 50}[d]
+    n_coarse = n_coarse or {1: 2000, 2: 100, 3: 40}[d]
     out = []
     for xi in x:
-        lj = torch.cat([model.log_joint(xi, coarse[i:i + chunk]).double() for i in range(0, len(coarse), chunk)])
-        w = torch.softmax(lj, 0)
-        m = w @ coarse.double()
-        s = torch.sqrt((w @ coarse.double() ** 2) - m ** 2).clamp(min=2 * limit / n_coarse)
-        lo, hi = (m - width * s).clamp(min=-limit - 4), (m + width * s).clamp(max=limit + 4)
-        fine = torch.cartesian_prod(lo[0] + (hi - lo)[0] * u, lo[1] + (hi - lo)[1] * u).float()
-        cell = (hi - lo).prod() / n_grid ** 2
-        out.append(_logsumexp_over_grid(model, xi, fine, chunk) + torch.log(cell))
+        lo = torch.full((d,), -limit, dtype=torch.float64)
+        hi = -lo
+        n, resolved, passes = n_coarse, 0, 0
+        while resolved < refine and passes < 12:  # zoom until the grid has resolved the posterior
+            z, log_cell = _grid(lo, hi, n)
+            lj = _grid_log_joint(model, xi, z.float(), chunk)
+            w = torch.softmax(lj, 0)
+            m = w @ z
+            spacing = (hi - lo) / n
+            s = torch.sqrt((w @ z ** 2 - m ** 2).clamp(min=0))
+            resolved = resolved + 1 if bool((spacing < s / 2).all()) else 0
+            s = torch.maximum(s, spacing)
+            lo, hi = (m - width * s).clamp(min=-limit - 4), (m + width * s).clamp(max=limit + 4)
+            n, passes = n_grid, passes + 1
+        out.append(torch.logsumexp(lj, 0) + log_cell)
     return torch.stack(out)
 
 

@@ -146,8 +146,14 @@ def importance_log_likelihood(model, x: torch.Tensor, n_samples: int = 5000, chu
 
 
 def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, seed: int = 0, threads: int = 1,
-                        data_dir=None, out=None, log=print) -> dict:
-    """Both estimators on the first ``n`` train and test points of a trained run; writes JSON."""
+                        quadrature_n: int = 0, data_dir=None, out=None, log=print) -> dict:
+    """Both estimators on the first ``n`` train and test points of a trained run; writes JSON.
+
+    With ``quadrature_n`` (latents of up to 3 dimensions) the first ``quadrature_n`` points of
+    each split are also integrated by quadrature, and each estimator's error on them reported.
+    """
+    from .exact import quadrature_log_likelihood
+
     from . import data as data_mod
     from .train import RESULTS_DIR, atomic_write_json, load_trained, provenance
 
@@ -172,8 +178,21 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
             t0 = time.perf_counter()
             iw = importance_log_likelihood(model, X, is_samples, generator=g)
             entry.update({"importance": float(iw.mean()), "importance_seconds": time.perf_counter() - t0})
+            entry["importance_per_point"] = iw.tolist()
+        entry["hmc_kde_per_point"] = ll.tolist()
+        if quadrature_n and model.z_dim <= 3:
+            t0 = time.perf_counter()
+            exact = quadrature_log_likelihood(model, X[:quadrature_n]).numpy()
+            q = {"n": quadrature_n, "seconds": time.perf_counter() - t0, "exact_mean": float(exact.mean()),
+                 "hmc_kde_mean": float(ll[:quadrature_n].mean()),
+                 "hmc_kde_mean_abs_error": float(np.abs(ll[:quadrature_n] - exact).mean())}
+            if "importance" in entry:
+                q.update({"importance_mean": float(iw[:quadrature_n].mean()),
+                          "importance_mean_abs_error": float(np.abs(iw[:quadrature_n] - exact).mean())})
+            entry["quadrature"] = q
         result[split] = entry
-        log(f"{name} {split}: {entry}")
+        log(f"{name} {split}: " + str({k: v for k, v in entry.items() if not k.endswith("per_point")}))
+    result["quadrature_n"] = quadrature_n
     result["provenance"] = provenance()
     atomic_write_json(Path(out) if out else RESULTS_DIR / f"{name}_likelihood.json", result)
     return result

@@ -139,3 +139,26 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {r['run']} | {r['samples']:.0e} | {f(r['train'])} | {f(r['test'])} | {f(r['paper_train'])} "
                      f"| {f(r['paper_test'])} | {r['lr']} | {r['samples_per_s']:.0f} |")
     return "\n".join(lines)
+
+
+def likelihood_table(paper_rows, directory: Path | None = None) -> str:
+    """Appendix-D and importance-sampling estimates of results/*_likelihood.json next to the
+    paper's Figure 3 values at the same number of training samples."""
+    directory = Path(directory) if directory else RESULTS_DIR
+    lines = ["| method | samples | train (App. D) | test (App. D) | paper train | paper test "
+             "| train (IS) | test (IS) | s / 1000 points (App. D) |", "|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(directory.glob("*_likelihood.json")):
+        r = json.loads(p.read_text())
+        c, n = r["config"], r["samples_seen"]
+        paper = [paper_value(paper_rows, "figure3", c["dataset"], c["n_z"], c["algorithm"], s,
+                             round(n, -5), c["n_train"]) for s in ("train", "test")]
+        tr, te = r["train"], r["test"]
+
+        def f(v, se=None):
+            return "-" if v is None else (f"{v:.1f} ± {se:.1f}" if se is not None else f"{v:.1f}")
+
+        secs = (tr["hmc_kde_seconds"] + te["hmc_kde_seconds"]) / 2 * 1000 / r["n"]
+        lines.append(f"| {LABELS[c['algorithm']]} | {n:.3g} | {f(tr['hmc_kde'], tr['hmc_kde_sem'])} "
+                     f"| {f(te['hmc_kde'], te['hmc_kde_sem'])} | {f(paper[0])} | {f(paper[1])} "
+                     f"| {f(tr.get('importance'))} | {f(te.get('importance'))} | {secs:.0f} |")
+    return "\n".join(lines)
