@@ -1,6 +1,5 @@
 """Shared fixtures. The real datasets come from $AEVB_DATA_DIR (CI points it at shared/data)."""
 
-import os
 
 import pytest
 import torch
