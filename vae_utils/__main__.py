@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             c = r["config"]
             groups.setdefault((c["dataset"], c["n_z"], c["n_hidden"], c["n_train"], c["binarize"]), []).append(r)
         for (dataset, nz, h, n, binarize), rs in groups.items():
-            ylim = (-150, -95) if dataset == "mnist" and nz >= 10 else None
+            ylim = {"mnist": (-150, -95), "frey_face": (0, 1600)}[dataset]  # the paper's axes
             fig, _ = P.plot_bound_curves(rs, paper, f"{dataset}, $N_z$={nz}, {h} hidden, N={n or 'all'}, "
                                          f"{binarize or 'grey levels'}", ylim)
             print(P.save_figure(fig, f"bound_{dataset}_nz{nz}_h{h}_n{n or 'all'}_{binarize or 'grey'}"))

@@ -199,6 +199,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         tmp.write(payload)
         tmp.flush()
         os.fsync(tmp.fileno())
+    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600
     os.replace(tmp.name, path)
 
 
