@@ -70,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--data-dir", default=None)
     m.add_argument("--out", default=None, help="results JSON (default results/<run>_likelihood.json)")
+    v = sub.add_parser("verify", help="re-run the start of recorded runs and check their curves bit for bit")
+    v.add_argument("results", nargs="+", help="results/<run>.json files")
+    v.add_argument("--samples", type=float, default=2e5)
+    v.add_argument("--data-dir", default=None)
+
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
     r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
                    "(default $AEVB_REFERENCE_DIR)")
@@ -105,6 +110,15 @@ def main(argv=None) -> int:
         evaluate_checkpoint(args.checkpoint, n=args.n, is_samples=args.is_samples, seed=args.seed,
                             threads=args.threads, quadrature_n=args.quadrature, data_dir=args.data_dir, out=args.out)
         return 0
+    if args.command == "verify":
+        import os
+
+        from .train import verify_run
+
+        if args.data_dir:
+            os.environ["AEVB_DATA_DIR"] = args.data_dir
+        ok = [verify_run(p, int(args.samples))["identical"] for p in args.results]
+        return 0 if all(ok) else 1
     if args.command == "report":
         from . import plotting as P
 

@@ -321,6 +321,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     checkpoint then lets a later call continue.
     """
     torch.set_num_threads(cfg.threads)
+    session = provenance()  # taken now: the code this process runs is the code at its start
     results_dir = Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR
     ckpt_path = (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
     results_path = results_dir / f"{cfg.name}.json"
@@ -358,7 +359,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
         return {"name": cfg.name, "algorithm": cfg.algorithm, "metric": run.algorithm.metric,
                 "config": dataclasses.asdict(cfg), "lr": lr, "lr_trials": lr_trials, "seed": cfg.seed,
                 "samples_seen": run.samples_seen, "finished": finished, "curve": curve,
-                "train_time_s": run.train_time, "samples_per_s": rate, "provenance": provenance()}
+                "train_time_s": run.train_time, "samples_per_s": rate, "provenance": session}
 
     pending = [p for p in schedule if p > (curve[-1]["samples"] if curve else 0)]
     bar = tqdm(total=cfg.samples, initial=run.samples_seen, unit="sample", unit_scale=True, disable=not progress,
@@ -416,3 +417,31 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
     model.load_state_dict(ckpt["run"]["model"])
     model.eval()
     return model, ckpt
+
+
+def verify_run(results_path, samples: int = 200_000, log=print) -> dict:
+    """Re-run the start of a recorded run with today's code and compare its curve exactly.
+
+    The recorded step size is used (the grid trials start from the same seed, so the
+    trajectory is the same); every curve point up to ``samples`` must agree to the last bit.
+    """
+    results_path = Path(results_path)
+    recorded = json.loads(results_path.read_text())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    c = {k: v for k, v in recorded["config"].items() if k in fields}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": 1,
+                             "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": None})
+        cfg.lr_grid = tuple(c["lr_grid"])
+        rerun = train(cfg, progress=False, log=lambda *a: None)
+    old = {p["samples"]: (p["train"], p["test"]) for p in recorded["curve"]}
+    compared = [{"samples": p["samples"], "recorded": old[p["samples"]], "rerun": (p["train"], p["test"])}
+                for p in rerun["curve"] if p["samples"] in old]
+    identical = bool(compared) and all(tuple(x["recorded"]) == tuple(x["rerun"]) for x in compared)
+    out = {"run": recorded["name"], "recorded_commit": recorded["provenance"]["git_commit"], "samples": samples,
+           "points_compared": len(compared), "identical": identical, "comparison": compared,
+           "provenance": rerun["provenance"]}
+    atomic_write_json(results_path.with_name(results_path.stem + "_verify.json"), out)
+    log(f"{recorded['name']}: {len(compared)} curve points up to {samples:,} samples "
+        f"{'identical' if identical else 'DIFFER'} when re-run with the code at {rerun['provenance']['git_commit']}")
+    return out
