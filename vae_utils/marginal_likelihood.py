@@ -158,6 +158,7 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     from .train import RESULTS_DIR, atomic_write_json, load_trained, provenance
 
     torch.set_num_threads(threads)
+    session = provenance()  # the code this process runs is the code at its start
     model, ckpt = load_trained(name_or_path)
     cfg = ckpt["config"]
     name = Path(str(name_or_path)).stem
@@ -193,6 +194,6 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
         result[split] = entry
         log(f"{name} {split}: " + str({k: v for k, v in entry.items() if not k.endswith("per_point")}))
     result["quadrature_n"] = quadrature_n
-    result["provenance"] = provenance()
+    result["provenance"] = session
     atomic_write_json(Path(out) if out else RESULTS_DIR / f"{name}_likelihood.json", result)
     return result

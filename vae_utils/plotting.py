@@ -117,14 +117,17 @@ def comparison_rows(results: list[dict], paper_rows, at=(10 ** 6, 10 ** 7)) -> l
     rows = []
     for r in results:
         c = r["config"]
+        figure2_setting = c["dataset"] == "frey_face" or c["n_train"] == 50_000
         for n in at:
             if value_at(r, n, "train") is None:
                 continue
             fig = "figure2"
             rows.append({"run": r["name"], "samples": n, "train": value_at(r, n, "train"),
                          "test": value_at(r, n, "test"),
-                         "paper_train": paper_value(paper_rows, fig, c["dataset"], c["n_z"], r["algorithm"], "train", n),
-                         "paper_test": paper_value(paper_rows, fig, c["dataset"], c["n_z"], r["algorithm"], "test", n),
+                         "paper_train": figure2_setting and paper_value(paper_rows, fig, c["dataset"], c["n_z"],
+                                                                        r["algorithm"], "train", n) or None,
+                         "paper_test": figure2_setting and paper_value(paper_rows, fig, c["dataset"], c["n_z"],
+                                                                       r["algorithm"], "test", n) or None,
                          "samples_per_s": r["samples_per_s"], "lr": r["lr"]})
     return rows
 
