@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             c = r["config"]
             groups.setdefault((c["dataset"], c["n_z"], c["n_hidden"], c["n_train"], c["binarize"]), []).append(r)
         for (dataset, nz, h, n, binarize), rs in groups.items():
-            ylim = {"mnist": (-150, -95), "frey_face": (0, 1600)}[dataset]  # the paper's axes
+            ylim = {"mnist": (-150, -95) if n == 50_000 else (-200, -100), "frey_face": (0, 1600)}[dataset]
             fig, _ = P.plot_bound_curves(rs, paper, f"{dataset}, $N_z$={nz}, {h} hidden, N={n or 'all'}, "
                                          f"{binarize or 'grey levels'}", ylim)
             print(P.save_figure(fig, f"bound_{dataset}_nz{nz}_h{h}_n{n or 'all'}_{binarize or 'grey'}"))

@@ -92,8 +92,8 @@ def plot_bound_curves(results: list[dict], paper_rows=None, title: str = "", yli
         ax.plot(xs, [p["train"] for p in r["curve"]], "-", color=COLORS[alg], label=f"{LABELS[alg]} (train)")
         if any(p["test"] is not None for p in r["curve"]):
             ax.plot(xs, [p["test"] for p in r["curve"]], "--", color=COLORS[alg], label=f"{LABELS[alg]} (test)")
-        if paper_rows:
-            c = r["config"]
+        c = r["config"]
+        if paper_rows and (c["dataset"] == "frey_face" or c["n_train"] == 50_000):  # Figure 2's setting only
             pts = [(row["training_samples"], row["value"]) for row in paper_rows
                    if row["figure"] == "figure2" and row["dataset"] == c["dataset"] and row["n_z"] == c["n_z"]
                    and row["method"] == alg and row["split"] in ("train", "both")]
