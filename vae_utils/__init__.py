@@ -14,7 +14,8 @@
 from .data import load_dataset
 from .estimators import gaussian_kl, lower_bound, sgvb_a, sgvb_b
 from .models import VAE
-from .train import TrainConfig, load_trained, train
+from .train import TrainConfig, load_trained
 
-__all__ = ["load_dataset", "VAE", "gaussian_kl", "sgvb_a", "sgvb_b", "lower_bound", "TrainConfig", "train",
-           "load_trained"]
+# `train` (the function) is deliberately not re-exported: it would shadow the module
+# vae_utils.train. Use `from vae_utils.train import train`.
+__all__ = ["load_dataset", "VAE", "gaussian_kl", "sgvb_a", "sgvb_b", "lower_bound", "TrainConfig", "load_trained"]
