@@ -1,5 +1,6 @@
 """Batched HMC against a target whose moments are known exactly."""
 
+import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
@@ -15,27 +16,19 @@ def _moments(samples):  # samples (T, C, Z) -> pooled mean and covariance
     return flat.mean(0), torch.cov(flat.T)
 
 
-def test_global_step_size_reaches_target_acceptance_and_moments():
-    g = torch.Generator().manual_seed(0)
-    step = GlobalStepSize(initial=0.01, target=0.9)
+@pytest.mark.parametrize("kind", ["global", "per_chain"])
+def test_step_size_adaptation_reaches_target_acceptance_and_moments(kind):
+    """Global: one step tuned x/÷1.25 (10 leapfrog steps, as MCEM). Per chain: adapted during
+    burn-in, then frozen (4 leapfrog steps, as the Appendix-D estimator)."""
+    g = torch.Generator().manual_seed(0 if kind == "global" else 1)
+    step, n_leapfrog, burn_in, keep, adapt = (
+        (GlobalStepSize(initial=0.01, target=0.9), 10, 100, 100, True) if kind == "global"
+        else (PerChainStepSize(2000, initial=0.01, target=0.9), 4, 300, 200, False))
     z0 = torch.randn(2000, 3, generator=g) * 3
-    _, z, _ = run_chains(TARGET.log_prob, z0, 100, 10, step, adapt=True, generator=g, keep=False)
-    samples, _, acc = run_chains(TARGET.log_prob, z, 100, 10, step, adapt=True, generator=g)
+    _, z, _ = run_chains(TARGET.log_prob, z0, burn_in, n_leapfrog, step, adapt=True, generator=g, keep=False)
+    samples, _, acc = run_chains(TARGET.log_prob, z, keep, n_leapfrog, step, adapt=adapt, generator=g)
     mean, cov = _moments(samples)
-    print(f"global step {step.value:.3f}, acceptance {acc.mean():.3f}")
-    assert 0.85 < acc.mean() < 0.95
-    torch.testing.assert_close(mean, MEAN, atol=0.03, rtol=0)
-    torch.testing.assert_close(cov, COV, atol=0.04, rtol=0)
-
-
-def test_per_chain_step_sizes_reach_target_acceptance_and_moments():
-    g = torch.Generator().manual_seed(1)
-    step = PerChainStepSize(2000, initial=0.01, target=0.9)
-    z0 = torch.randn(2000, 3, generator=g) * 3
-    _, z, _ = run_chains(TARGET.log_prob, z0, 300, 4, step, adapt=True, generator=g, keep=False)
-    samples, _, acc = run_chains(TARGET.log_prob, z, 200, 4, step, adapt=False, generator=g)
-    mean, cov = _moments(samples)
-    print(f"per-chain steps median {step.value.median():.3f}, acceptance {acc.mean():.3f}")
+    print(f"{kind} step size: acceptance {acc.mean():.3f}")
     assert 0.85 < acc.mean() < 0.95
     torch.testing.assert_close(mean, MEAN, atol=0.03, rtol=0)
     torch.testing.assert_close(cov, COV, atol=0.04, rtol=0)
