@@ -111,13 +111,9 @@ def main(argv=None) -> int:
                             threads=args.threads, quadrature_n=args.quadrature, data_dir=args.data_dir, out=args.out)
         return 0
     if args.command == "verify":
-        import os
-
         from .train import verify_run
 
-        if args.data_dir:
-            os.environ["AEVB_DATA_DIR"] = args.data_dir
-        ok = [verify_run(p, int(args.samples))["identical"] for p in args.results]
+        ok = [verify_run(p, int(args.samples), data_dir=args.data_dir)["identical"] for p in args.results]
         return 0 if all(ok) else 1
     if args.command == "report":
         from . import plotting as P

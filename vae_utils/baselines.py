@@ -27,15 +27,14 @@ from torch.distributions import Normal
 
 from .hmc import GlobalStepSize, hmc_step
 from .models import sample_x
-from .train import AEVB, Adagrad, Minibatches, TrainConfig
+from .train import AEVB, Adagrad, TrainConfig
 
 
 class WakeSleep(AEVB):
     metric = "lower bound (SGVB B, L=1)"
 
     def __init__(self, model, X, cfg: TrainConfig, lr: float, rng: torch.Generator):
-        self.model, self.cfg, self.rng, self.N = model, cfg, rng, len(X)
-        self.batches = Minibatches(X, cfg, rng)
+        self._setup(model, X, cfg, rng)
         self.wake_opt = Adagrad(model.decoder_parameters(), lr, cfg.adagrad_warmup, cfg.adagrad_eps)
         self.sleep_opt = Adagrad(model.encoder_parameters(), lr, cfg.adagrad_warmup, cfg.adagrad_eps)
 
@@ -69,8 +68,7 @@ class MCEM(AEVB):
     metric = "mean log p(x, z) of the persistent HMC chains (train only; not a bound)"
 
     def __init__(self, model, X, cfg: TrainConfig, lr: float, rng: torch.Generator):
-        self.model, self.cfg, self.rng, self.N = model, cfg, rng, len(X)
-        self.batches = Minibatches(X, cfg, rng)  # only for dynamic binarisation
+        self._setup(model, X, cfg, rng)  # its minibatches serve only dynamic binarisation
         self.X = X
         self.z = torch.randn(len(X), model.z_dim, generator=rng)  # chains start at prior draws
         self.step_size = GlobalStepSize(cfg.mcem_init_step, cfg.mcem_target_accept)

@@ -29,15 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import special, stats
 from torch.distributions import Normal
 
 from .hmc import PerChainStepSize, run_chains
-
-
-def _logmeanexp(a: np.ndarray, axis=-1) -> np.ndarray:
-    m = a.max(axis=axis, keepdims=True)
-    return (m + np.log(np.mean(np.exp(a - m), axis=axis, keepdims=True))).squeeze(axis)
 
 
 def fit_kde(samples: np.ndarray):
@@ -119,7 +114,7 @@ def hmc_kde_log_likelihood(model, x: torch.Tensor, *, n_samples: int = 50, n_lea
                 degenerate += 1
                 logq = _diag_gaussian_logpdf(fit)
             log_w = logq(held) - lj[i]  # log [q(z) / p(x, z)]
-            out_ll.append(-_logmeanexp(log_w))
+            out_ll.append(math.log(len(log_w)) - special.logsumexp(log_w))
             w = np.exp(log_w - log_w.max())
             out_var.append(w.var() / (len(w) * w.mean() ** 2))
     info = {"n_degenerate": degenerate, "acceptance": torch.cat(acc_all).mean().item()}

@@ -124,10 +124,10 @@ def comparison_rows(results: list[dict], paper_rows, at=(10 ** 6, 10 ** 7)) -> l
             fig = "figure2"
             rows.append({"run": r["name"], "samples": n, "train": value_at(r, n, "train"),
                          "test": value_at(r, n, "test"),
-                         "paper_train": figure2_setting and paper_value(paper_rows, fig, c["dataset"], c["n_z"],
-                                                                        r["algorithm"], "train", n) or None,
-                         "paper_test": figure2_setting and paper_value(paper_rows, fig, c["dataset"], c["n_z"],
-                                                                       r["algorithm"], "test", n) or None,
+                         "paper_train": paper_value(paper_rows, fig, c["dataset"], c["n_z"], r["algorithm"], "train", n)
+                         if figure2_setting else None,
+                         "paper_test": paper_value(paper_rows, fig, c["dataset"], c["n_z"], r["algorithm"], "test", n)
+                         if figure2_setting else None,
                          "samples_per_s": r["samples_per_s"], "lr": r["lr"]})
     return rows
 

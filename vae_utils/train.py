@@ -159,10 +159,14 @@ class AEVB:
     metric = "lower bound (SGVB B, L=1)"
 
     def __init__(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, lr: float, rng: torch.Generator):
-        self.model, self.cfg, self.rng, self.N = model, cfg, rng, len(X)
-        self.batches = Minibatches(X, cfg, rng)
+        self._setup(model, X, cfg, rng)
         self.estimator = get_estimator(cfg.estimator)
         self.opt = Adagrad(model.parameters(), lr, cfg.adagrad_warmup, cfg.adagrad_eps)
+
+    def _setup(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator) -> None:
+        """What every algorithm of the loop holds: model, config, RNG, N and its minibatches."""
+        self.model, self.cfg, self.rng, self.N = model, cfg, rng, len(X)
+        self.batches = Minibatches(X, cfg, rng)
 
     def log_prior_term(self, params=None) -> torch.Tensor:
         if not self.cfg.weight_prior:
@@ -419,7 +423,7 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
     return model, ckpt
 
 
-def verify_run(results_path, samples: int = 200_000, log=print) -> dict:
+def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print) -> dict:
     """Re-run the start of a recorded run with today's code and compare its curve exactly.
 
     The recorded step size is used (the grid trials start from the same seed, so the
@@ -431,8 +435,7 @@ def verify_run(results_path, samples: int = 200_000, log=print) -> dict:
     c = {k: v for k, v in recorded["config"].items() if k in fields}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": 1,
-                             "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": None})
-        cfg.lr_grid = tuple(c["lr_grid"])
+                             "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": data_dir})
         rerun = train(cfg, progress=False, log=lambda *a: None)
     old = {p["samples"]: (p["train"], p["test"]) for p in recorded["curve"]}
     compared = [{"samples": p["samples"], "recorded": old[p["samples"]], "rerun": (p["train"], p["test"])}
