@@ -1,9 +1,15 @@
 """Figures in the paper's style, and the comparison of our runs with the paper's numbers.
 
 Figure 2: average variational lower bound per datapoint against the number of training
-samples evaluated (log axis); AEVB red, wake-sleep green, train solid, test dashed.
-The paper's curves, digitized from its bitmaps (shared/reference), are drawn as markers for
-comparison only; they are never written into results/.
+samples evaluated (log axis), one panel per latent size; AEVB red, wake-sleep green, train
+solid, test dashed. Figure 3: marginal log-likelihood (Appendix D) against training samples
+(linear axis, millions), N_train = 1000 and 50,000; MCEM blue. Figures 4 and 5: grids of
+decoder means.
+
+The paper's curves, digitized from its bitmaps, ship with the package
+(``vae_utils/paper/``, about +-0.5 nat for MNIST, +-10 nats for Frey Face); they are drawn as
+open markers for comparison only and never written into results/. Every figure is written
+by ``save_figure`` (PNG for the screen, PDF for print) in one seaborn style.
 """
 
 from __future__ import annotations
@@ -14,27 +20,47 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPO_ROOT / "figures"
 RESULTS_DIR = REPO_ROOT / "results"
 REFERENCE_ENV = "AEVB_REFERENCE_DIR"
+PAPER_CSV = Path(__file__).resolve().parent / "paper" / "aevb_paper_figures_digitized.csv"
 COLORS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
 LABELS = {"aevb": "AEVB", "wake_sleep": "Wake-Sleep", "mcem": "MCEM"}
 
 
-def save_figure(fig, name: str, directory: Path | None = None) -> Path:
-    """The one place figures are written: figures/<name>.png at 150 dpi."""
+STYLE = {"style": "whitegrid", "context": "paper", "font_scale": 1.1}
+
+
+def use_style() -> None:
+    """The one look of every figure (seaborn's whitegrid, paper context)."""
+    sns.set_theme(**STYLE)
+
+
+use_style()
+
+
+def save_figure(fig, name: str, directory: Path | None = None, *, show: bool = False) -> list[Path]:
+    """The one place figures are written: <directory>/<name>.png (150 dpi) and .pdf.
+
+    ``show`` displays the figure in a notebook before it is closed."""
     directory = Path(directory) if directory else FIGURES_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.png"
-    fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"Software": "vae_utils"})
+    paths = []
+    for ext, kw in (("png", {"dpi": 150, "metadata": {"Software": "vae_utils"}}), ("pdf", {"metadata": {"Creator": "vae_utils"}})):
+        path = directory / f"{name}.{ext}"
+        fig.savefig(path, bbox_inches="tight", **kw)
+        paths.append(path)
+    if show:
+        from IPython.display import display
+
+        display(fig)
     plt.close(fig)
-    return path
+    return paths
 
 
 def load_results(pattern: str = "*.json", directory: Path | None = None) -> list[dict]:
@@ -48,14 +74,13 @@ def load_results(pattern: str = "*.json", directory: Path | None = None) -> list
 
 
 def load_paper_curves(reference_dir: str | os.PathLike | None = None) -> list[dict]:
-    """Rows of aevb_paper_figures_digitized.csv (from the argument or $AEVB_REFERENCE_DIR)."""
+    """Rows of the digitized Figure 2/3 curves: the package's copy (``vae_utils/paper``), or the
+    aevb_paper_figures_digitized.csv in ``reference_dir`` / $AEVB_REFERENCE_DIR when given."""
     reference_dir = reference_dir or os.environ.get(REFERENCE_ENV)
-    if not reference_dir:
-        raise FileNotFoundError(f"set {REFERENCE_ENV} (or pass reference_dir) to the folder holding "
-                                "aevb_paper_figures_digitized.csv")
-    path = Path(reference_dir) / "aevb_paper_figures_digitized.csv"
+    path = Path(reference_dir) / "aevb_paper_figures_digitized.csv" if reference_dir else PAPER_CSV
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; {REFERENCE_ENV} must point at the paper's reference folder")
+        raise FileNotFoundError(f"{path} not found; {REFERENCE_ENV} must point at a folder holding "
+                                "aevb_paper_figures_digitized.csv (or unset it to use the package's copy)")
     rows = []
     with open(path) as f:
         for r in csv.DictReader(f):
@@ -165,3 +190,142 @@ def likelihood_table(paper_rows, directory: Path | None = None) -> str:
                      f"| {f(te['hmc_kde'], te['hmc_kde_sem'])} | {f(paper[0])} | {f(paper[1])} "
                      f"| {f(tr.get('importance'))} | {f(te.get('importance'))} | {secs:.0f} |")
     return "\n".join(lines)
+
+
+# --- the figure notebooks ----------------------------------------------------------------
+
+def _paper_points(rows, figure, dataset, n_z, method, split, n_train=None):
+    return sorted((r["training_samples"], r["value"]) for r in rows
+                  if r["figure"] == figure and r["dataset"] == dataset and r["n_z"] == n_z and r["method"] == method
+                  and r["split"] in (split, "both") and (n_train is None or r["n_train"] == str(n_train)))
+
+
+def plot_figure2(results: list[dict], paper_rows, dataset: str):
+    """Figure 2 for one dataset: a panel per latent size (the paper's layout), log x axis,
+    AEVB red / wake-sleep green, train solid / test dashed, the paper's curves as open markers
+    (circles train, squares test)."""
+    by_nz = {}
+    for r in results:
+        by_nz.setdefault(r["config"]["n_z"], []).append(r)
+    nzs = sorted(by_nz)
+    fig, axes = plt.subplots(1, len(nzs), figsize=(3.1 * len(nzs), 3.3), sharey=True, squeeze=False)
+    ylim = {"mnist": (-150, -95), "frey_face": (0, 1600)}[dataset]
+    xmax = {"mnist": 2.5e8, "frey_face": 1e8}[dataset]
+    for ax, nz in zip(axes[0], nzs):
+        for r in sorted(by_nz[nz], key=lambda r: r["algorithm"]):
+            alg, xs = r["algorithm"], [p["samples"] for p in r["curve"]]
+            ax.plot(xs, [p["train"] for p in r["curve"]], "-", color=COLORS[alg], lw=1.6, label=f"{LABELS[alg]} (train)")
+            ax.plot(xs, [p["test"] for p in r["curve"]], "--", color=COLORS[alg], lw=1.6, label=f"{LABELS[alg]} (test)")
+            for split, marker in (("train", "o"), ("test", "s")):
+                pts = [pt for pt in _paper_points(paper_rows, "figure2", dataset, nz, alg, split)
+                       if split == "train" or pt not in _paper_points(paper_rows, "figure2", dataset, nz, alg, "train")]
+                if pts:
+                    ax.plot(*zip(*pts), marker, mfc="none", color=COLORS[alg], ms=4.5, alpha=0.8,
+                            label=f"{LABELS[alg]} paper ({split})")
+        ax.set_xscale("log")
+        ax.set_xlim(1e5, xmax)
+        ax.set_ylim(*ylim)
+        ax.set_title(f"$N_z$ = {nz}")
+        ax.set_xlabel("# training samples evaluated")
+    axes[0][0].set_ylabel(r"$\mathcal{L}$ per datapoint")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.suptitle({"mnist": "MNIST (500 hidden units)", "frey_face": "Frey Face (200 hidden units)"}[dataset], y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def figure2_rows(results: list[dict], paper_rows) -> list[dict]:
+    """Our train/test bound at the paper's ticks (10^5.5 ... 10^8, up to our last point) beside
+    the paper's digitized values; for each run also its last point."""
+    rows = []
+    for r in sorted(results, key=lambda r: (r["config"]["n_z"], r["algorithm"])):
+        c, last = r["config"], r["curve"][-1]
+        ticks = [10 ** (k / 2) for k in range(11, 17) if 10 ** (k / 2) <= last["samples"] * 1.001]
+        for n in ticks + ([last["samples"]] if last["samples"] not in ticks else []):
+            pt = min(r["curve"], key=lambda p: abs(math.log(p["samples"] / n)))
+            if abs(math.log(pt["samples"] / n)) > 0.05:
+                continue
+            rows.append({"n_z": c["n_z"], "method": LABELS[r["algorithm"]], "samples": pt["samples"],
+                         "train": pt["train"], "test": pt["test"],
+                         "paper_train": paper_value(paper_rows, "figure2", c["dataset"], c["n_z"], r["algorithm"], "train", pt["samples"]),
+                         "paper_test": paper_value(paper_rows, "figure2", c["dataset"], c["n_z"], r["algorithm"], "test", pt["samples"])})
+    return rows
+
+
+def markdown(rows: list[dict], columns: dict[str, str], digits: int = 1) -> str:
+    """A markdown table of ``rows`` with ``columns`` (key -> header); None prints as '-'."""
+    def f(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(f(r.get(k)) for k in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_figure3(records: list[dict], paper_rows):
+    """Figure 3: Appendix-D log p(x) along training, one panel per N_train (linear x axis in
+    millions, as the paper); train solid, test dashed; importance sampling dotted; the paper's
+    curves as open markers."""
+    by_n = {}
+    for r in records:
+        by_n.setdefault(r["config"]["n_train"], []).append(r)
+    ns = sorted(by_n)
+    fig, axes = plt.subplots(1, len(ns), figsize=(5.2 * len(ns), 3.8), squeeze=False)
+    for ax, n in zip(axes[0], ns):
+        for r in sorted(by_n[n], key=lambda r: r["algorithm"]):
+            alg = r["algorithm"]
+            xs = [pt["samples"] / 1e6 for pt in r["points"]]
+            for split, ls in (("train", "-"), ("test", "--")):
+                ax.plot(xs, [pt[split]["appendix_d"] for pt in r["points"]], ls, marker=".", color=COLORS[alg],
+                        label=f"{LABELS[alg]} ({split})")
+                if any("importance" in pt[split] for pt in r["points"]):
+                    ax.plot(xs, [pt[split].get("importance") for pt in r["points"]], ":", color=COLORS[alg], alpha=0.6,
+                            label=f"{LABELS[alg]} IS ({split})")
+                pts = _paper_points(paper_rows, "figure3", "mnist", 3, alg, split, n)
+                if pts:
+                    ax.plot([x / 1e6 for x, _ in pts], [y for _, y in pts], "o" if split == "train" else "s",
+                            mfc="none", color=COLORS[alg], ms=4.5, alpha=0.8, label=f"{LABELS[alg]} paper ({split})")
+        ax.set_title(f"$N_{{train}}$ = {n}")
+        ax.set_xlabel("# training samples evaluated (millions)")
+        ax.set_ylabel("marginal log-likelihood")
+        ax.set_ylim(-200 if n == 1000 else -210, -100 if n == 1000 else -120)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7.5, bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def figure3_rows(records: list[dict], paper_rows) -> list[dict]:
+    rows = []
+    for r in sorted(records, key=lambda r: (r["config"]["n_train"], r["algorithm"])):
+        c = r["config"]
+        for pt in r["points"]:
+            rows.append({"n_train": c["n_train"], "method": LABELS[r["algorithm"]], "samples": pt["samples"],
+                         "train": pt["train"]["appendix_d"], "test": pt["test"]["appendix_d"],
+                         "paper_train": paper_value(paper_rows, "figure3", "mnist", 3, r["algorithm"], "train",
+                                                    pt["samples"], c["n_train"]),
+                         "paper_test": paper_value(paper_rows, "figure3", "mnist", 3, r["algorithm"], "test",
+                                                   pt["samples"], c["n_train"]),
+                         "is_train": pt["train"].get("importance"), "is_test": pt["test"].get("importance")})
+    return rows
+
+
+def image_grid(images: np.ndarray, ncol: int, *, invert: bool = False, ax=None, title: str = ""):
+    """Tile (n, h, w) images in [0, 1] into one picture with ``ncol`` columns (Figures 4 and 5;
+    the paper draws MNIST dark on white, i.e. ``invert``)."""
+    n, h, w = images.shape
+    nrow = math.ceil(n / ncol)
+    canvas = np.ones((nrow * h, ncol * w))
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    fig, ax = (None, ax) if ax is not None else plt.subplots(figsize=(ncol * w / 40, nrow * h / 40))
+    ax.imshow(1 - canvas if invert else canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title)
+    return fig, ax

@@ -318,11 +318,13 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     return max(finite, key=finite.get), scores
 
 
-def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_steps: int | None = None) -> dict:
+def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_steps: int | None = None,
+          on_progress=None) -> dict:
     """Train (or resume) the run described by ``cfg``; returns and writes its results dict.
 
     ``stop_after_steps`` ends the session early as a kill would (used by tests); the
-    checkpoint then lets a later call continue.
+    checkpoint then lets a later call continue. ``on_progress(samples_seen)`` is called after
+    every step (a sweep's shared progress bar).
     """
     torch.set_num_threads(cfg.threads)
     session = provenance()  # taken now: the code this process runs is the code at its start
@@ -382,6 +384,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
                 f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
         running = objective if running is None else 0.99 * running + 0.01 * objective
         bar.update(run.samples_seen - bar.n)
+        if on_progress is not None:
+            on_progress(run.samples_seen)
         if pending and run.samples_seen >= pending[0]:
             pending.pop(0)
             point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),

@@ -1,0 +1,211 @@
+"""The paper's experiments as runs: which models each figure trains, and what is measured on them.
+
+    Figure 2  lower bound vs training samples; AEVB and wake-sleep; MNIST Nz in {3, 5, 10, 20, 200}
+              with 500 hidden units, Frey Face Nz in {2, 5, 10, 20} with 200 (Section 5)
+    Figure 3  marginal log-likelihood (Appendix D) along training; AEVB, wake-sleep and MCEM;
+              MNIST, Nz = 3, 100 hidden units, N_train in {1000, 50000} (Section 5, App. E)
+    Figure 4  learned 2-D manifolds: decoder means on a grid z = Phi^-1((k + 0.5)/n), MNIST 20x20
+              and Frey Face 10x10 (Appendix A)
+    Figure 5  random samples (decoder means, z ~ N(0, I)) of MNIST models with Nz in {2, 5, 10, 20}
+
+Every config is built from a notebook's validated parameters (budget, seed, places), so the
+same figure at the same budget always names the same runs: Figure 5's Nz = 5, 10, 20 models
+are Figure 2's MNIST runs, and Figure 4's Frey model is Figure 2's Frey Nz = 2 run, reused.
+The jobs below are sweep tasks (``sweep.Task``): each reuses what is finished and resumes
+what is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from .budgets import NotebookParameters
+from .sweep import MissingResultError, ensure_run, finished_result
+from .train import TrainConfig, atomic_write_bytes, atomic_write_json, load_trained, provenance, train
+
+FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
+FIGURE2_HIDDEN = {"mnist": 500, "frey_face": 200}
+FIGURE3_N_TRAIN = (1000, 50_000)
+ALGORITHMS = ("aevb", "wake_sleep", "mcem")
+FIGURE5_LATENTS = (2, 5, 10, 20)
+MANIFOLD_GRID = {"mnist": 20, "frey_face": 10}
+
+
+def run_config(p: NotebookParameters, **kw) -> TrainConfig:
+    """A TrainConfig with the budget's evaluation settings and the budget's places."""
+    base = dict(eval_n=p.budget.eval_n, lr_trial_samples=int(p.budget.lr_trial_samples), seed=p.values.get("seed", 0),
+                results_dir=str(p.places.results), checkpoint_dir=str(p.places.checkpoints))
+    return TrainConfig(**{**base, **kw})
+
+
+def figure2_configs(p: NotebookParameters, dataset: str, latents=None) -> list[TrainConfig]:
+    samples = p.budget.mnist_samples if dataset == "mnist" else p.budget.frey_samples
+    return [run_config(p, dataset=dataset, algorithm=alg, n_z=nz, n_hidden=FIGURE2_HIDDEN[dataset],
+                       samples=int(samples))
+            for nz in (latents or FIGURE2_LATENTS[dataset]) for alg in ("aevb", "wake_sleep")]
+
+
+def figure3_configs(p: NotebookParameters, n_trains=FIGURE3_N_TRAIN) -> list[TrainConfig]:
+    return [run_config(p, dataset="mnist", algorithm=alg, n_z=3, n_hidden=100, n_train=n,
+                       samples=int(p.budget.fig3_samples if n == 1000 else p.budget.fig3_samples_50k))
+            for n in n_trains for alg in ALGORITHMS]
+
+
+def figure5_configs(p: NotebookParameters) -> list[TrainConfig]:
+    """AEVB on MNIST with 500 hidden units for Nz = 2, 5, 10, 20 (Nz >= 3 are Figure 2's runs)."""
+    return figure2_configs(p, "mnist", FIGURE5_LATENTS)[::2]
+
+
+def likelihood_points(total: int, n_points: int, batch: int = 100) -> list[int]:
+    """``n_points`` evenly spaced sample counts ending at ``total`` (Figure 3's x axis is linear)."""
+    return sorted({max(batch, round(total * k / n_points / batch) * batch) for k in range(1, n_points + 1)})
+
+
+def checkpoint_path(cfg: TrainConfig) -> Path:
+    return Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
+
+
+def trained_model(cfg: TrainConfig, allow_training: bool = True, report=None):
+    """The model of a finished run (trained first if need be and allowed), in eval mode."""
+    ensure_run(cfg, allow_training, report)
+    path = checkpoint_path(cfg)
+    if not path.is_file():
+        if not allow_training:
+            raise MissingResultError(f"run {cfg.name!r} has results but no checkpoint at {path}; its weights are "
+                                     f"needed here: rerun with allow_training=True")
+        Path(cfg.results_dir, f"{cfg.name}.json").unlink()  # results without weights: retrain the run
+        ensure_run(cfg, allow_training, report)
+    return load_trained(path)[0]
+
+
+def figure2_claims(results: list[dict]) -> list[dict]:
+    """The paper's Figure-2 claims, checked on the last point of our curves:
+    AEVB reaches a higher bound than wake-sleep at every Nz, on train and test; and (MNIST)
+    superfluous latents do not overfit: the largest Nz has a train-test gap under 2 nats and a
+    test bound not below that of Nz = 20 by more than 1 nat."""
+    last = {(r["config"]["n_z"], r["algorithm"]): r["curve"][-1] for r in results}
+    rows = []
+    for nz in sorted({k[0] for k in last}):
+        a, w = last.get((nz, "aevb")), last.get((nz, "wake_sleep"))
+        if a and w:
+            held = a["train"] > w["train"] and a["test"] > w["test"]
+            rows.append({"claim": f"AEVB above wake-sleep, Nz = {nz}",
+                         "measured": f"train {a['train']:.1f} vs {w['train']:.1f}, test {a['test']:.1f} vs {w['test']:.1f}",
+                         "held": held})
+    dataset = results[0]["config"]["dataset"] if results else None
+    big, ref = last.get((200, "aevb")), last.get((20, "aevb"))
+    if dataset == "mnist" and big and ref:
+        gap = big["train"] - big["test"]
+        rows.append({"claim": "Nz = 200 does not overfit (AEVB)",
+                     "measured": f"train - test = {gap:.2f}; test {big['test']:.1f} vs {ref['test']:.1f} at Nz = 20",
+                     "held": gap < 2.0 and big["test"] > ref["test"] - 1.0})
+    return rows
+
+
+# --- Figure 3: log p(x) along training --------------------------------------------------
+
+def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int, allow_training: bool = True,
+                report=None) -> dict:
+    """Train ``cfg`` and estimate log p(x) of the first ``ll_n`` train and test images at each of
+    ``points`` (Appendix D; importance sampling with q(z|x) beside it where an encoder exists).
+
+    Writes ``<run>_likelihood_curve.json`` after every point; a rerun skips the points done.
+    """
+    from .marginal_likelihood import hmc_kde_log_likelihood, importance_log_likelihood
+
+    path = Path(cfg.results_dir) / f"{cfg.name}_likelihood_curve.json"
+    settings = {"ll_n": ll_n, "is_samples": is_samples, "estimator": "appendix_d",
+                "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}}
+    record = None
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"results file {path} is damaged ({e}); delete it to recompute") from None
+        if record.get("settings") != settings or record.get("config", {}).get("name") != cfg.name:
+            record = None
+    record = record or {"name": cfg.name, "algorithm": cfg.algorithm, "config": dataclasses.asdict(cfg),
+                        "settings": settings, "points": []}
+    have = {pt["target"] for pt in record["points"]}
+    todo = [t for t in points if t not in have]
+    if todo and not allow_training:
+        raise MissingResultError(f"{path} lacks log p(x) at {todo} samples; training is off (allow_training=False)")
+    splits = {s: data_mod.load_dataset("mnist", s, n_train=cfg.n_train, data_dir=cfg.data_dir)[:ll_n]
+              for s in ("train", "test")} if todo else {}
+    for target in todo:
+        step_cfg = dataclasses.replace(cfg, samples=target)
+        if finished_result(step_cfg) is None:
+            train(step_cfg, progress=False, log=lambda *a: None, on_progress=report)
+        model, ckpt = load_trained(checkpoint_path(cfg))
+        point = {"target": target, "samples": ckpt["run"]["samples_seen"]}
+        for split, X in splits.items():
+            g = torch.Generator().manual_seed(cfg.seed)
+            t0 = time.perf_counter()
+            ll, _, info = hmc_kde_log_likelihood(model, X, generator=g)
+            point[split] = {"appendix_d": float(ll.mean()), "appendix_d_sem": float(ll.std() / math.sqrt(len(ll))),
+                            "appendix_d_seconds": round(time.perf_counter() - t0, 2), **info}
+            if model.has_encoder and is_samples:
+                t0 = time.perf_counter()
+                iw = importance_log_likelihood(model, X, is_samples, generator=g)
+                point[split].update({"importance": float(iw.mean()),
+                                     "importance_seconds": round(time.perf_counter() - t0, 2)})
+        record["points"].append(point)
+        record["points"].sort(key=lambda pt: pt["target"])
+        record["provenance"] = provenance()
+        atomic_write_json(path, record)
+    run = ensure_run(cfg, allow_training, report)
+    return {**record, "run": run}
+
+
+# --- Figures 4 and 5: images from the decoder --------------------------------------------
+
+def manifold_latents(n: int) -> torch.Tensor:
+    """The n x n grid z = (Phi^-1(u_i), Phi^-1(u_j)), u_k = (k + 0.5)/n (Appendix A; Kingma's code),
+    row-major with z_2 decreasing down the rows, as images of a plane are read."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    g = torch.distributions.Normal(0.0, 1.0).icdf(u).float()
+    zz1, zz2 = torch.meshgrid(g, g.flip(0), indexing="xy")
+    return torch.stack([zz1.reshape(-1), zz2.reshape(-1)], 1)
+
+
+def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool = True, report=None) -> dict:
+    """Decoder means of a trained run: ``kind="manifold"`` on the n x n grid (Nz = 2, Figure 4) or
+    ``kind="samples"`` for n draws z ~ N(0, I) (Figure 5). Stored as ``<run>_<kind>.npz`` (images as
+    uint8, with the config and provenance as JSON) so figures can be redrawn without weights."""
+    if kind not in ("manifold", "samples"):
+        raise ValueError(f"kind={kind!r}; expected 'manifold' or 'samples'")
+    path = Path(cfg.results_dir) / f"{cfg.name}_{kind}.npz"
+    if path.is_file() and finished_result(cfg) is not None:
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            if meta.get("n") == n:
+                return {"images": f["images"].astype(np.float32) / 255.0, **meta}
+    model = trained_model(cfg, allow_training, report)
+    with torch.no_grad():
+        if kind == "manifold":
+            if model.z_dim != 2:
+                raise ValueError(f"a manifold needs a 2-D latent; run {cfg.name} has Nz = {model.z_dim}")
+            x = model.decode(manifold_latents(n))
+        else:
+            x = model.decode(torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(cfg.seed)))
+    images = x.clamp(0, 1).reshape(-1, *data_mod.IMAGE_SHAPE[cfg.dataset]).numpy()
+    meta = {"name": cfg.name, "kind": kind, "n": n, "config": dataclasses.asdict(cfg),
+            "samples_seen": finished_result(cfg)["samples_seen"], "provenance": provenance()}
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=np.round(images * 255).astype(np.uint8), meta=json.dumps(meta, default=str))
+    atomic_write_bytes(path, buf.getvalue())
+    return {"images": images, **meta}
+
+
+__all__ = ["figure2_claims", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
+           "likelihood_points", "trained_model", "manifold_latents", "run_config"]
