@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The two Quickstart commands:  bash run.sh reproduce  |  bash run.sh test [pytest args]
+# The two Quickstart commands:  bash run.sh reproduce [reproduce options]  |  bash run.sh test [pytest args]
 # Each creates .venv (once, and again when requirements.txt changes) with the pinned requirements.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,13 +15,16 @@ fi
 PY="$VENV/bin/python"
 case "${1:-}" in
   reproduce)
-    # Verifies (or downloads) the data, then a short AEVB run on MNIST (Nz=20, 500 hidden units).
+    # Verifies (or downloads) the data, then executes every notebook with papermill at the
+    # quick budget (about 30 min on 2 cores); options go to `python -m vae_utils reproduce`.
+    shift
     "$PY" -m vae_utils fetch-data
-    "$PY" -m vae_utils train --dataset mnist --nz 20 --hidden 500 --samples "${SAMPLES:-1e6}" \
-      --name quickstart_aevb_mnist_nz20 --threads "${THREADS:-2}"
+    "$PY" -m vae_utils reproduce "$@"
     ;;
   test)
+    # The tests need the data: verify them in $AEVB_DATA_DIR (else data/), downloading what is missing.
     shift
+    "$PY" -m vae_utils fetch-data
     "$PY" -m pytest -q "$@"
     ;;
   *)

@@ -1,5 +1,6 @@
-"""Command line: ``python -m vae_utils {train, fetch-data, likelihood} ...``.
+"""Command line: ``python -m vae_utils {reproduce, train, fetch-data, likelihood, verify, report} ...``.
 
+    python -m vae_utils reproduce --budget quick           # every notebook, through papermill
     python -m vae_utils train --dataset mnist --nz 20 --samples 1e6
     python -m vae_utils train --dataset frey_face --nz 20 --hidden 200 --samples 1e6
     python -m vae_utils likelihood --checkpoint <name> --n 1000
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 
 def _lr(value: str):
@@ -75,6 +77,15 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--samples", type=float, default=2e5)
     v.add_argument("--data-dir", default=None)
 
+    rp = sub.add_parser("reproduce", help="execute the notebooks in order with papermill (the figures of the paper)")
+    rp.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="quick",
+                    help="how much to compute (vae_utils/budgets.py); default quick, about 30 min on 2 cores")
+    rp.add_argument("--only", default=None, help="comma-separated notebooks (names or NN prefixes), e.g. 02,04")
+    rp.add_argument("--output-dir", default=None, help="write results, figures, checkpoints and executed notebooks "
+                    "under this folder instead of the repository's <kind>/<budget>/ places")
+    rp.add_argument("--no-train", action="store_true", help="forbid training: redraw from existing results only")
+    rp.add_argument("--workers", type=int, default=0, help="parallel single-thread processes (0: one per core)")
+
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
     r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
                    "(default $AEVB_REFERENCE_DIR)")
@@ -109,6 +120,22 @@ def main(argv=None) -> int:
 
         evaluate_checkpoint(args.checkpoint, n=args.n, is_samples=args.is_samples, seed=args.seed,
                             threads=args.threads, quadrature_n=args.quadrature, data_dir=args.data_dir, out=args.out)
+        return 0
+    if args.command == "reproduce":
+        from .reproduce import NotebookFailed, run_notebooks
+
+        if args.workers < 0:
+            print(f"--workers {args.workers}: expected 0 (one per core) or a positive number", file=sys.stderr)
+            return 2
+        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+        t0 = time.time()
+        try:
+            report = run_notebooks(args.budget, only, args.output_dir, allow_training=not args.no_train,
+                                   workers=args.workers)
+        except (NotebookFailed, ValueError) as e:
+            print(f"reproduce: {e}", file=sys.stderr)
+            return 1 if isinstance(e, NotebookFailed) else 2
+        print(f"reproduce: {len(report)} notebooks at budget {args.budget} in {time.time() - t0:.0f} s")
         return 0
     if args.command == "verify":
         from .train import verify_run

@@ -165,6 +165,36 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
     return {**record, "run": run}
 
 
+def figure3_claims(records: list[dict], paper_rows) -> list[dict]:
+    """Figure 3's readings, checked on our last point: with N_train = 1000 every method overfits
+    (train above test); and, per N_train and split, our ordering of the methods is the paper's
+    at the same number of training samples (a paper curve below the plotted range counts as
+    last; no verdict where the paper has no curve at that x)."""
+    from .plotting import LABELS, paper_value
+
+    rows, last = [], {(r["config"]["n_train"], r["algorithm"]): r["points"][-1] for r in records}
+    small = [(alg, pt) for (n, alg), pt in last.items() if n == 1000]
+    if small:
+        gaps = {LABELS[a]: pt["train"]["appendix_d"] - pt["test"]["appendix_d"] for a, pt in small}
+        rows.append({"claim": "N = 1000: every method overfits (train above test)",
+                     "measured": ", ".join(f"{k} {v:+.1f}" for k, v in gaps.items()), "held": min(gaps.values()) > 0})
+    for n in sorted({k[0] for k in last}):
+        algs = [a for (m, a) in last if m == n]
+        for split in ("train", "test"):
+            ours = sorted(algs, key=lambda a: -last[(n, a)][split]["appendix_d"])
+            x = max(last[(n, a)]["samples"] for a in algs)
+            theirs = {a: paper_value(paper_rows, "figure3", "mnist", 3, a, split, x, n) for a in algs}
+            known = [a for a in algs if theirs[a] is not None]
+            if not known:
+                held, paper_order = None, "no paper curve at this x"
+            else:
+                order = sorted(algs, key=lambda a: -(theirs[a] if theirs[a] is not None else -math.inf))
+                held, paper_order = order == ours, " > ".join(LABELS[a] for a in order)
+            rows.append({"claim": f"N = {n}, {split}: order of the methods at {x:.3g} samples",
+                         "measured": f"ours {' > '.join(LABELS[a] for a in ours)}; paper {paper_order}", "held": held})
+    return rows
+
+
 # --- Figures 4 and 5: images from the decoder --------------------------------------------
 
 def manifold_latents(n: int) -> torch.Tensor:
@@ -207,5 +237,5 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
     return {"images": images, **meta}
 
 
-__all__ = ["figure2_claims", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
+__all__ = ["figure3_claims", "figure2_claims", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
            "likelihood_points", "trained_model", "manifold_latents", "run_config"]

@@ -293,9 +293,19 @@ def plot_figure3(records: list[dict], paper_rows):
         ax.set_title(f"$N_{{train}}$ = {n}")
         ax.set_xlabel("# training samples evaluated (millions)")
         ax.set_ylabel("marginal log-likelihood")
-        ax.set_ylim(-200 if n == 1000 else -210, -100 if n == 1000 else -120)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7.5, bbox_to_anchor=(0.5, -0.2), frameon=False)
+        # our budget sets the x range: the paper's curves go on to 6e7 (its values are in the table)
+        ours = max(pt["samples"] for r in by_n[n] for pt in r["points"]) / 1e6
+        ax.set_xlim(0, ours * 1.08)
+        lo = min(min(pt[s]["appendix_d"] for pt in r["points"] for s in ("train", "test")) for r in by_n[n])
+        ax.set_ylim(max(lo - 5, -260), -100 if n == 1000 else -120)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=COLORS[a], lw=2, label=LABELS[a]) for a in ("aevb", "wake_sleep", "mcem")]
+    handles += [Line2D([], [], color="k", ls="-", label="train (App. D)"), Line2D([], [], color="k", ls="--", label="test (App. D)"),
+                Line2D([], [], color="k", ls=":", label="importance sampling"),
+                Line2D([], [], color="k", marker="o", mfc="none", ls="", label="paper, train"),
+                Line2D([], [], color="k", marker="s", mfc="none", ls="", label="paper, test")]
+    fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=8, bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.tight_layout()
     return fig
 

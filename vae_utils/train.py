@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from . import data as data_mod
 from .estimators import get_estimator, lower_bound

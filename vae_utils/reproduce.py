@@ -1,0 +1,76 @@
+"""Re-execute the notebooks in order with papermill, at one budget: the project's main job.
+
+    python -m vae_utils reproduce [--budget quick] [--only 02,04] [--output-dir DIR] [--no-train]
+
+Each notebook in ``notebooks/`` (``NN_name.ipynb``, in order) runs through papermill's Python
+API with the ``python3`` kernel and the parameters it declares (budget, output_dir,
+allow_training, workers); the executed copy goes to the budget's ``notebooks`` place and its
+figures to the budget's ``figures`` place (``budgets.Places``). Paths come from the package,
+so any working directory works. The first failing notebook stops the run, named with its
+failing cell; its executed copy holds the traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .budgets import BUDGETS, NOTEBOOKS_DIR, Places
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def notebook_paths() -> list[Path]:
+    return sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(only: list[str] | None) -> list[Path]:
+    """The notebooks named by ``only`` (full names, with or without .ipynb, or their NN prefix)."""
+    paths = notebook_paths()
+    if not only:
+        return paths
+    chosen = []
+    for name in only:
+        key = name.removesuffix(".ipynb")
+        match = [p for p in paths if p.stem == key or p.stem.split("_")[0] == key]
+        if not match:
+            raise ValueError(f"--only {name!r} names no notebook; available: {', '.join(p.stem for p in paths)}")
+        chosen += [p for p in match if p not in chosen]
+    return sorted(chosen)
+
+
+def run_notebooks(budget: str = "quick", only: list[str] | None = None, output_dir: str | None = None,
+                  allow_training: bool = True, workers: int = 0, log=print) -> list[dict]:
+    """Execute the chosen notebooks in order; returns, per notebook, its executed copy, figures
+    and wall time. Raises ``NotebookFailed`` naming the first notebook and cell that failed."""
+    import papermill as pm
+
+    if budget not in BUDGETS:
+        raise ValueError(f"budget={budget!r} is not a budget; choose one of {', '.join(BUDGETS)}")
+    chosen = select(only)
+    places = Places.for_budget(budget, output_dir).make()
+    values = {"budget": budget, "allow_training": allow_training, "workers": workers}
+    if output_dir:
+        values["output_dir"] = str(places.results.parent)
+    report = []
+    for src in chosen:
+        declared = pm.inspect_notebook(str(src))
+        params = {k: v for k, v in values.items() if k in declared}
+        dst = places.notebooks / src.name
+        log(f"[{src.stem}] budget {budget}, parameters {params}")
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
+                                progress_bar=True, log_output=False)
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(f"notebook {src.stem} failed in cell {e.exec_count} (cell index {e.cell_index}): "
+                                 f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {dst}") from None
+        figures = sorted(str(p) for p in places.figures.glob("*") if p.stat().st_mtime >= t0 - 1)
+        entry = {"notebook": src.stem, "executed": str(dst), "figures": figures, "seconds": round(time.time() - t0, 1)}
+        report.append(entry)
+        log(f"[{src.stem}] done in {entry['seconds']:.0f} s -> {dst}")
+        for f in figures:
+            log(f"    figure {f}")
+    return report
