@@ -216,7 +216,7 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
     if path.is_file() and finished_result(cfg) is not None:
         with np.load(path) as f:
             meta = json.loads(str(f["meta"]))
-            if meta.get("n") == n:
+            if meta.get("n") == n and meta.get("samples_seen") == finished_result(cfg)["samples_seen"]:
                 return {"images": f["images"].astype(np.float32) / 255.0, **meta}
     model = trained_model(cfg, allow_training, report)
     with torch.no_grad():
@@ -237,5 +237,35 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
     return {"images": images, **meta}
 
 
-__all__ = ["figure3_claims", "figure2_claims", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
+def rms_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise root-mean-square pixel differences between image sets a (n, ...) and b (m, ...)."""
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0) / a.shape[1])
+
+
+def sharpness(images: np.ndarray) -> float:
+    """Mean |2x - 1|: 1 for pure black/white pixels, 0 for uniform grey."""
+    return float(np.abs(2 * images - 1).mean())
+
+
+def coverage(images: np.ndarray, test_images: np.ndarray) -> float:
+    """Mean distance from each test image to its nearest image of the set, over the mean distance
+    of the test images to their average image: below 1 when the set describes the test images
+    better than one average image does."""
+    return float(rms_distances(test_images, images).min(1).mean()
+                 / rms_distances(test_images, test_images.mean(0, keepdims=True)).mean())
+
+
+def neighbour_ratio(images: np.ndarray, n: int) -> float:
+    """For an n x n grid: mean distance between adjacent cells over that between random pairs
+    (well below 1: nearby latent points give similar images, Figure 4's smoothness)."""
+    g = images.reshape(n, n, -1)
+    near = np.concatenate([np.sqrt(((g[1:] - g[:-1]) ** 2).mean(-1)).ravel(),
+                           np.sqrt(((g[:, 1:] - g[:, :-1]) ** 2).mean(-1)).ravel()])
+    d = rms_distances(images, images)
+    return float(near.mean() / d[~np.eye(len(d), dtype=bool)].mean())
+
+
+__all__ = ["rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
            "likelihood_points", "trained_model", "manifold_latents", "run_config"]

@@ -330,7 +330,7 @@ def image_grid(images: np.ndarray, ncol: int, *, invert: bool = False, ax=None, 
     the paper draws MNIST dark on white, i.e. ``invert``)."""
     n, h, w = images.shape
     nrow = math.ceil(n / ncol)
-    canvas = np.ones((nrow * h, ncol * w))
+    canvas = np.full((nrow * h, ncol * w), 0.0 if invert else 1.0)  # empty cells stay white
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = img

@@ -130,7 +130,7 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
     bar = tqdm(total=sum(t.work for t in tasks), desc=desc, unit="sample", unit_scale=True, disable=not progress,
                mininterval=2.0 if sys.stderr.isatty() else 10.0, smoothing=0.05)
     futures = {executor.submit(_run_task, t, q, i): i for i, t in enumerate(tasks)}
-    pending, finished = set(futures), 0
+    pending, finished, last_refresh = set(futures), 0, time.monotonic()
     try:
         while pending:
             just_done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -144,9 +144,11 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
                 i = futures[f]
                 results[i] = f.result()  # raises the task's exception
                 done_work[i], finished = tasks[i].work, finished + 1
-            bar.n = sum(done_work)
-            bar.set_postfix_str(f"{finished}/{len(tasks)} done", refresh=False)
-            bar.refresh()
+            now = time.monotonic()
+            if just_done or now - last_refresh >= bar.mininterval:  # a saved notebook keeps every refresh
+                bar.n, last_refresh = sum(done_work), now
+                bar.set_postfix_str(f"{finished}/{len(tasks)} done", refresh=False)
+                bar.refresh()
     except BaseException:
         for f in futures:
             f.cancel()
