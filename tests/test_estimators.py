@@ -131,3 +131,80 @@ def test_lower_bound_is_deterministic_and_matches_batched_estimates(trained_vae,
     assert v1 == v2
     full = sgvb_b(trained_vae, X, 1, torch.Generator().manual_seed(5)).mean().item()
     assert abs(v1 - full) < 2.0  # two L=1 estimates of the same average bound over 500 points
+
+
+# --- the derivation notebook's functions (score function, reparameterisation, eq. 8) ------
+
+from torch.distributions import MultivariateNormal  # noqa: E402
+
+from vae_utils.estimators import (  # noqa: E402
+    gradient_variance, kl_to_posterior, linear_gaussian_bound, linear_gaussian_bound_grad, minibatch_estimate,
+    monte_carlo_kl, reparameterized_grad, score_function_grad)
+
+
+def _perturbed_q(model, x):
+    mu, logvar = model.encode(x)
+    return mu + 0.5, logvar + 0.5
+
+
+def test_closed_form_bound_gap_and_gradient_of_the_linear_gaussian():
+    """log p(x) = KL(q || p(z|x)) + L (eq. 1), against the exact marginal and torch's KL, for a
+    non-orthogonal W (full posterior covariance); the gradient against autograd."""
+    model = LinearGaussian.random(x_dim=8, z_dim=3, seed=4, orthogonal=False)
+    x = model.sample_x(5)
+    mu, logvar = _perturbed_q(model, x)
+    m, S = model.posterior(x)
+    kl = kl_divergence(MultivariateNormal(mu, torch.diag_embed(logvar.exp())), MultivariateNormal(m, S))
+    torch.testing.assert_close(kl_to_posterior(model, x, mu, logvar), kl, rtol=0, atol=1e-10)
+    torch.testing.assert_close(linear_gaussian_bound(model, x, mu, logvar) + kl, model.log_marginal(x),
+                               rtol=0, atol=1e-10)
+    mu_, lv_ = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
+    auto = torch.cat(torch.autograd.grad(linear_gaussian_bound(model, x, mu_, lv_).sum(), (mu_, lv_)), -1)
+    torch.testing.assert_close(linear_gaussian_bound_grad(model, x, mu, logvar), auto, rtol=0, atol=1e-10)
+    # and the closed-form bound is what the sampled estimator B averages to (eq. 7)
+    class Q(LinearGaussian):
+        def encode(self, x_):
+            return mu, logvar
+    b = sgvb_b(Q(model.W, model.b, model.sigma), x, 100_000, torch.Generator().manual_seed(0))
+    assert (b - linear_gaussian_bound(model, x, mu, logvar)).abs().max() < 0.05
+
+
+def test_score_function_and_reparameterised_gradients_are_unbiased():
+    """All three estimators average to the closed-form gradient (z-scores from their own spread)."""
+    model = LinearGaussian.random(x_dim=10, z_dim=3, seed=0)
+    x = model.sample_x(2)
+    mu, logvar = _perturbed_q(model, x)
+    exact = linear_gaussian_bound_grad(model, x, mu, logvar)
+    g = torch.Generator().manual_seed(1)
+    for grads in (score_function_grad(model, x, mu, logvar, 1000, 200, g),
+                  reparameterized_grad(model, x, mu, logvar, 100, "A", 200, g),
+                  reparameterized_grad(model, x, mu, logvar, 100, "B", 200, g)):
+        z = (grads.mean(0) - exact) / (grads.std(0) / math.sqrt(len(grads)))
+        assert z.abs().max() < 4.5, z
+
+
+def test_score_function_variance_is_far_larger_and_b_is_below_a():
+    """Section 2.2: the naive estimator's variance is impractical; Section 2.3: B below A.
+    Variances of an average of L i.i.d. terms fall as 1/L."""
+    model = LinearGaussian.random(x_dim=20, z_dim=3, seed=0)
+    x = model.sample_x(1)
+    mu, logvar = _perturbed_q(model, x)
+    var = {m: [r["total_variance"] for r in gradient_variance(m, model, x, mu, logvar, [1, 100], 400, seed=2)]
+           for m in ("score function", "reparameterised A", "reparameterised B")}
+    assert var["score function"][0] > 30 * var["reparameterised B"][0], var
+    assert var["reparameterised B"][0] < var["reparameterised A"][0], var
+    for v in var.values():
+        assert 60 < v[0] / v[1] < 160, var  # 100 x fewer variance, within the spread of 400 repeats
+
+
+def test_monte_carlo_kl_and_minibatch_estimator():
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    mean, se = monte_carlo_kl(mu, logvar, 100_000, g)
+    assert torch.all((mean - gaussian_kl(mu, logvar)).abs() < 4 * se), (mean, gaussian_kl(mu, logvar), se)
+    # eq. 8: (N/M) * minibatch sum -> sum of the bound over all N datapoints (exact posterior: L = log p(x))
+    model = LinearGaussian.random(x_dim=10, z_dim=3, seed=0)
+    X = model.sample_x(500)
+    draws = torch.stack([minibatch_estimate(model, X, 50, "A", 1, g) for _ in range(2000)])
+    total = model.log_marginal(X).sum()
+    assert (draws.mean() - total).abs() < 4 * draws.std() / math.sqrt(len(draws)), (draws.mean(), total)
