@@ -150,3 +150,86 @@ def test_real_frey_face_run_improves_the_bound(tmp_path, data_dir):
     x = model.sample(4)
     assert x.shape == (4, 560) and 0 <= x.min() and x.max() <= 1  # sigmoid means (Section 5)
     assert res["curve"][-1]["train"] == pytest.approx(lower_bound(model, T.load_data(cfg)[0][:cfg.eval_n], seed=1000), abs=1e-3)
+
+
+BAD_CONFIGS = [  # (TrainConfig fields, the one-line message) -- the CLI prints the same line, exit 2
+    ({"n_hidden": 0}, "n_hidden=0 is not allowed: expected an integer >= 1 (hidden units)"),
+    ({"n_z": 0}, "n_z=0 is not allowed: expected an integer >= 1 (latent dimensions)"),
+    ({"n_z": -3}, "n_z=-3 is not allowed: expected an integer >= 1"),
+    ({"n_z": 2.5}, "n_z=2.5 is not allowed: expected an integer >= 1"),
+    ({"samples": -5}, "samples=-5 is not allowed: expected a positive number of training samples"),
+    ({"samples": 0}, "samples=0 is not allowed"),
+    ({"eval_n": 0}, "eval_n=0 is not allowed: expected an integer >= 1"),
+    ({"dataset": "frey_face", "binarize": "dynamic"}, "binarize='dynamic' is not allowed with dataset='frey_face'"),
+    ({"lr": "fast"}, "lr='fast' is not allowed: expected 'auto' or a positive number"),
+    ({"lr": -0.1}, "lr=-0.1 is not allowed"),
+    ({"lr_grid": ()}, "lr_grid=() is not allowed: expected a non-empty tuple of positive numbers"),
+    ({"n_train": 0}, "n_train=0 is not allowed: expected an integer in 1..60000 for mnist"),
+    ({"dataset": "frey_face", "n_train": 2000}, "n_train=2000 is not allowed: expected an integer in 1..1600"),
+    ({"batch_size": 0}, "batch_size=0 is not allowed"),
+    ({"n_samples": 0}, "n_samples=0 is not allowed"),
+    ({"threads": 0}, "threads=0 is not allowed"),
+    ({"seed": -1}, "seed=-1 is not allowed"),
+    ({"mcem_target_accept": 1.5}, "mcem_target_accept=1.5 is not allowed: expected a number in (0, 1)"),
+    ({"mcem_leapfrog": 0}, "mcem_leapfrog=0 is not allowed"),
+    ({"weight_prior": "yes"}, "weight_prior='yes' is not allowed: expected True or False"),
+    ({"name": "../x"}, "name='../x' is not allowed"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_CONFIGS, ids=[m.split(" is")[0] for _, m in BAD_CONFIGS])
+def test_bad_config_is_refused_in_one_line(fields, message):
+    with pytest.raises((ValueError, TypeError)) as e:
+        T.TrainConfig(**fields)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden", "0"], "n_hidden=0 is not allowed"),
+    (["--nz", "-3"], "n_z=-3 is not allowed"),
+    (["--samples", "-5"], "samples=-5 is not allowed"),
+    (["--eval-n", "0"], "eval_n=0 is not allowed"),
+    (["--dataset", "frey_face", "--binarize", "dynamic"], "binarize='dynamic' is not allowed with dataset='frey_face'"),
+])
+def test_cli_refuses_bad_values_without_a_traceback(tmp_path, args, message):
+    out = subprocess.run([sys.executable, "-m", "vae_utils", "train", *args, "--checkpoint-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused run"
+
+
+def test_a_damaged_checkpoint_is_reported_and_kept(tmp_path, data_dir):
+    cfg = small_config(tmp_path)
+    T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=20)
+    path = tmp_path / "ckpt" / "t.pt"
+    path.write_bytes(path.read_bytes()[:2000])  # truncated on disk
+    damaged = path.read_bytes()
+    with pytest.raises(T.CheckpointError, match=r"checkpoint .*t\.pt is damaged or truncated .*nothing was overwritten"):
+        T.train(cfg, progress=False, log=lambda *a: None)
+    assert path.read_bytes() == damaged
+
+
+def test_one_writer_per_run(tmp_path, data_dir):
+    """A second process starting a run that another process is training is refused, naming the first;
+    once the first process is killed (its lock dies with it) the run resumes."""
+    cmd = [sys.executable, "-m", "vae_utils", "train", "--nz", "3", "--hidden", "20", "--n-train", "1000",
+           "--samples", "2e6", "--lr", "0.02", "--eval-n", "200", "--name", "w", "--no-progress",
+           "--checkpoint-dir", str(tmp_path / "ckpt"), "--results-dir", str(tmp_path / "results")]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "ckpt" / "w.pt").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = subprocess.run(cmd, capture_output=True, text=True)
+        assert second.returncode == 2
+        assert f"run w is already being trained by pid {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    with pytest.raises(T.RunLockedError):  # the same process cannot start the run twice either
+        with T.RunLock(tmp_path / "ckpt" / "w.pt"), T.RunLock(tmp_path / "ckpt" / "w.pt"):
+            pass
+    cfg = T.TrainConfig(n_z=3, n_hidden=20, n_train=1000, samples=2_000_000, lr=0.02, eval_n=200, name="w",
+                        checkpoint_dir=str(tmp_path / "ckpt"), results_dir=str(tmp_path / "results"))
+    resumed = T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=10)
+    assert resumed["samples_seen"] > 1000

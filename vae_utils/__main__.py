@@ -20,6 +20,16 @@ def _lr(value: str):
     return value if value == "auto" else float(value)
 
 
+def _count(value: str):
+    """A count such as 1e6; an integer where it is one, so that the config can check it."""
+    v = float(value)
+    return int(v) if v.is_integer() else v
+
+
+_lr.__name__ = "step size ('auto' or a positive number)"  # argparse names the type in its message
+_count.__name__ = "count (e.g. 1e6)"
+
+
 def _optional_int(value: str):
     return None if value.lower() in ("none", "all") else int(float(value))
 
@@ -44,9 +54,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--binarize", type=_binarize, choices=(None, "static", "dynamic"), default=None,
                    help="MNIST only: none (grey levels, default), static or dynamic")
     t.add_argument("--estimator", choices=("A", "B"), default="B")
-    t.add_argument("--samples", type=float, default=1e6, help="training samples evaluated (budget)")
+    t.add_argument("--samples", type=_count, default=1e6, help="training samples evaluated (budget)")
     t.add_argument("--lr", type=_lr, default="auto", help="Adagrad global step, or 'auto' (the paper's grid search)")
-    t.add_argument("--lr-trial-samples", type=float, default=1e5)
+    t.add_argument("--lr-trial-samples", type=_count, default=1e5)
     t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve")
     t.add_argument("--ws-logvar-scale", type=float, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
     t.add_argument("--seed", type=int, default=0)
@@ -94,7 +104,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run a command; bad input is refused in one line (exit 2), a failed run reported (exit 1)."""
     args = parser().parse_args(argv)
+    from .data import ChecksumError, DatasetNotFoundError
+    from .train import CheckpointError, RunLockedError, TrainingDiverged
+
+    try:
+        return _run(args)
+    except (ValueError, TypeError, DatasetNotFoundError, ChecksumError, CheckpointError, RunLockedError) as e:
+        print(f"python -m vae_utils {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"python -m vae_utils {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "fetch-data":
         from .data import DATASETS, fetch_data
 
@@ -106,10 +131,10 @@ def main(argv=None) -> int:
     if args.command == "train":
         from .train import TrainConfig, train
 
-        hidden = args.hidden or (500 if args.dataset == "mnist" else 200)
+        hidden = args.hidden if args.hidden is not None else (500 if args.dataset == "mnist" else 200)
         cfg = TrainConfig(dataset=args.dataset, algorithm=args.algorithm, n_z=args.nz, n_hidden=hidden,
                           n_train=args.n_train, binarize=args.binarize, estimator=args.estimator,
-                          samples=int(args.samples), lr=args.lr, lr_trial_samples=int(args.lr_trial_samples),
+                          samples=args.samples, lr=args.lr, lr_trial_samples=args.lr_trial_samples,
                           eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale, seed=args.seed,
                           threads=args.threads, name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)

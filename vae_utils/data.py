@@ -65,6 +65,7 @@ BINARIZE = (None, "static", "dynamic")
 IMAGE_SHAPE = {"mnist": (28, 28), "frey_face": (28, 20)}  # (height, width) for plotting
 FREY_SPLIT_SEED = 0
 FREY_N_TRAIN = 1600
+TRAIN_SIZE = {"mnist": 60_000, "frey_face": FREY_N_TRAIN}
 STATIC_BINARIZE_SEED = 1234
 
 

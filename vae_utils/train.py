@@ -96,18 +96,74 @@ class TrainConfig:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
         data_mod._check_name(self.dataset, binarize=self.binarize)
         get_estimator(self.estimator)
+        if self.binarize is not None and self.dataset != "mnist":
+            raise ValueError(f"binarize={self.binarize!r} is not allowed with dataset={self.dataset!r}: binarisation "
+                             f"applies to MNIST's Bernoulli decoder only (Frey Face is continuous)")
         if isinstance(self.lr, str) and self.lr != "auto":
-            self.lr = float(self.lr)
-        self.lr_grid = tuple(float(v) for v in self.lr_grid)
-        self.samples = int(float(self.samples))
+            try:
+                self.lr = float(self.lr)
+            except ValueError:
+                raise ValueError(f"lr={self.lr!r} is not allowed: expected 'auto' or a positive number") from None
+        for name in ("samples", "lr_trial_samples", "eval_from"):  # counts may be given as 1e6
+            v = getattr(self, name)
+            if isinstance(v, float) and math.isfinite(v) and v == int(v):
+                setattr(self, name, int(v))
+        self.lr_grid = tuple(self.lr_grid)
+        for name, (kind, ok, allowed) in _CONFIG_RULES.items():
+            value = getattr(self, name)
+            if not _is(value, kind) or not ok(value):
+                raise (TypeError if not _is(value, kind) else ValueError)(
+                    f"{name}={value!r} is not allowed: expected {allowed}")
         if self.n_train is None:
             self.n_train = PAPER_N_TRAIN[self.dataset]
+        limit = data_mod.TRAIN_SIZE[self.dataset]
+        if self.n_train is not None and not (_is(self.n_train, int) and 1 <= self.n_train <= limit):
+            raise ValueError(f"n_train={self.n_train!r} is not allowed: expected an integer in 1..{limit} for {self.dataset}"
+                             f" (or None for the paper's)")
         if self.name is None:
             self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
                          f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
+        elif not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"name={self.name!r} is not allowed: expected a non-empty file name without '/'")
 
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
+
+
+def _is(value, kind) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+# field: (type, check, what is allowed) -- every value of a TrainConfig is refused in one line
+_CONFIG_RULES = {
+    "n_z": (int, lambda v: v >= 1, "an integer >= 1 (latent dimensions)"),
+    "n_hidden": (int, lambda v: v >= 1, "an integer >= 1 (hidden units)"),
+    "batch_size": (int, lambda v: v >= 1, "an integer >= 1 (minibatch size M)"),
+    "n_samples": (int, lambda v: v >= 1, "an integer >= 1 (samples L per datapoint)"),
+    "weight_prior": (bool, lambda v: True, "True or False"),
+    "lr": ((str, float, int), lambda v: v == "auto" or (_is(v, float) and v > 0), "'auto' or a positive number"),
+    "lr_grid": (tuple, lambda v: len(v) > 0 and all(_is(x, float) and x > 0 for x in v), "a non-empty tuple of positive numbers"),
+    "lr_trial_samples": (int, lambda v: v >= 1, "a positive number of training samples"),
+    "adagrad_warmup": (int, lambda v: v >= 0, "an integer >= 0 (steps)"),
+    "adagrad_eps": (float, lambda v: v > 0, "a positive number"),
+    "samples": (int, lambda v: v >= 1, "a positive number of training samples (e.g. 1e6)"),
+    "eval_per_decade": (int, lambda v: v >= 1, "an integer >= 1"),
+    "eval_from": (int, lambda v: v >= 1, "a positive number of training samples"),
+    "eval_n": (int, lambda v: v >= 1, "an integer >= 1 (datapoints per split for the curve)"),
+    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "ws_logvar_scale": (float, lambda v: v > 0, "a positive number"),
+    "mcem_leapfrog": (int, lambda v: v >= 1, "an integer >= 1 (leapfrog steps)"),
+    "mcem_target_accept": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "mcem_init_step": (float, lambda v: v > 0, "a positive number"),
+    "mcem_m_steps": (int, lambda v: v >= 1, "an integer >= 1"),
+    "mcem_warmup": (int, lambda v: v >= 0, "an integer >= 0"),
+    "threads": (int, lambda v: v >= 1, "an integer >= 1"),
+    "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
+}
 
 
 class TrainingDiverged(RuntimeError):
@@ -219,8 +275,64 @@ def save_checkpoint(path: Path, ckpt: dict) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+class CheckpointError(RuntimeError):
+    pass
+
+
+class RunLockedError(RuntimeError):
+    pass
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, weights_only=True)  # tensors and plain values only
+    """A checkpoint dict (tensors and plain values only); a damaged file is reported with its path."""
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch reports truncation as e.g. "failed finding central directory"
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {str(e).splitlines()[0][:120]}); it was "
+            f"not used and nothing was overwritten. Delete it to restart the run from its beginning, or restore a "
+            f"good copy") from None
+    if not isinstance(ckpt, dict) or not {"config", "run"} <= set(ckpt):
+        raise CheckpointError(f"checkpoint {path} is not a vae_utils checkpoint (keys: "
+                              f"{sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}); delete or move it")
+    return ckpt
+
+
+class RunLock:
+    """One writer per run: an exclusive ``flock`` on ``<checkpoint>.lock``, held while a process
+    trains the run. The kernel drops it when the process ends, however it ends, so a killed
+    run can always be resumed; a second process that starts the same run is refused with a
+    message naming the first."""
+
+    def __init__(self, ckpt_path: Path):
+        self.path = Path(str(ckpt_path) + ".lock")
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 500).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise RunLockedError(f"run {self.path.name[:-8]} is already being trained by {holder}; wait for it to "
+                                 f"finish (or stop it: the run resumes from its checkpoint)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
 
 
 def provenance() -> dict:
@@ -324,12 +436,19 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
 
     ``stop_after_steps`` ends the session early as a kill would (used by tests); the
     checkpoint then lets a later call continue. ``on_progress(samples_seen)`` is called after
-    every step (a sweep's shared progress bar).
+    every step (a sweep's shared progress bar). While it trains, the process holds the run's
+    lock (``RunLock``): a second process starting the same run is refused.
     """
+    ckpt_path = (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
+    with RunLock(ckpt_path):
+        return _train(cfg, ckpt_path, progress=progress, log=log, stop_after_steps=stop_after_steps,
+                      on_progress=on_progress)
+
+
+def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps, on_progress) -> dict:
     torch.set_num_threads(cfg.threads)
     session = provenance()  # taken now: the code this process runs is the code at its start
     results_dir = Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR
-    ckpt_path = (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
     results_path = results_dir / f"{cfg.name}.json"
     X_train, X_test = load_data(cfg)
     sets = eval_sets(cfg, X_train, X_test)
