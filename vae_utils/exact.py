@@ -66,6 +66,20 @@ class LinearGaussian(torch.nn.Module):
         return mu, torch.log(torch.diagonal(cov)).expand_as(mu)
 
 
+# Points per axis of the final and of the first (coarse) grid, by latent dimension: the final
+# 3-D grid has 50^3 = 125,000 points, each a pass of the decoder.
+QUADRATURE_GRID = {1: 2000, 2: 150, 3: 50}
+QUADRATURE_COARSE = {1: 2000, 2: 100, 3: 40}
+
+
+def quadrature_settings(z_dim: int, n_grid: int | None = None, limit: float = 6.0, width: float = 10.0,
+                        n_coarse: int | None = None, refine: int = 2) -> dict:
+    """The settings ``quadrature_log_likelihood`` uses for a ``z_dim`` latent, defaults resolved
+    (for the record of a result: what "exact" meant there)."""
+    return {"n_grid": n_grid or QUADRATURE_GRID[z_dim], "n_coarse": n_coarse or QUADRATURE_COARSE[z_dim],
+            "limit": limit, "width": width, "refine": refine}
+
+
 def _grid_log_joint(model, x: torch.Tensor, z: torch.Tensor, chunk: int) -> torch.Tensor:
     """log p(x, z) for one datapoint x (D,) at grid points z (G, d), in chunks so that memory
     stays at chunk x D whatever the grid size."""
@@ -95,8 +109,8 @@ def quadrature_log_likelihood(model, x: torch.Tensor, n_grid: int | None = None,
     d = model.z_dim
     if d > 3:
         raise ValueError(f"quadrature is for z_dim <= 3, got {d}")
-    n_grid = n_grid or {1: 2000, 2: 150, 3: 50}[d]
-    n_coarse = n_coarse or {1: 2000, 2: 100, 3: 40}[d]
+    n_grid = n_grid or QUADRATURE_GRID[d]
+    n_coarse = n_coarse or QUADRATURE_COARSE[d]
     out = []
     for xi in x:
         lo = torch.full((d,), -limit, dtype=torch.float64)
@@ -117,5 +131,6 @@ def quadrature_log_likelihood(model, x: torch.Tensor, n_grid: int | None = None,
     return torch.stack(out)
 
 
-__all__ = ["LinearGaussian", "quadrature_log_likelihood"]
+__all__ = ["LinearGaussian", "quadrature_log_likelihood", "quadrature_settings", "QUADRATURE_GRID",
+           "QUADRATURE_COARSE"]
 
