@@ -127,8 +127,9 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
     q = manager.Queue()
     done_work = [0.0] * len(tasks)
     results = [None] * len(tasks)
+    interval = 2.0 if sys.stderr.isatty() else 10.0  # a saved notebook keeps every refresh
     bar = tqdm(total=sum(t.work for t in tasks), desc=desc, unit="sample", unit_scale=True, disable=not progress,
-               mininterval=2.0 if sys.stderr.isatty() else 10.0, smoothing=0.05)
+               mininterval=interval, smoothing=0.05)
     futures = {executor.submit(_run_task, t, q, i): i for i, t in enumerate(tasks)}
     pending, finished, last_refresh = set(futures), 0, time.monotonic()
     try:
@@ -145,7 +146,7 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
                 results[i] = f.result()  # raises the task's exception
                 done_work[i], finished = tasks[i].work, finished + 1
             now = time.monotonic()
-            if just_done or now - last_refresh >= bar.mininterval:  # a saved notebook keeps every refresh
+            if just_done or now - last_refresh >= interval:
                 bar.n, last_refresh = sum(done_work), now
                 bar.set_postfix_str(f"{finished}/{len(tasks)} done", refresh=False)
                 bar.refresh()
