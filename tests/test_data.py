@@ -35,7 +35,7 @@ def test_mnist_tensor_and_options(data_dir):
     assert set(xs.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(xs, D.load_dataset("mnist", "test", binarize="static"))  # seeded
     assert abs(xs.mean().item() - D.load_dataset("mnist", "test").mean().item()) < 2e-3
-    with pytest.raises(ValueError, match="n_train=70000 must lie in 1..60000"):
+    with pytest.raises(ValueError, match="n_train=70000 is not allowed: expected an integer in 1..60000"):
         D.load_dataset("mnist", "train", n_train=70_000)
 
 

@@ -165,8 +165,8 @@ def _run(args) -> int:
     if args.command == "verify":
         from .train import verify_run
 
-        ok = [verify_run(p, int(args.samples), data_dir=args.data_dir)["identical"] for p in args.results]
-        return 0 if all(ok) else 1
+        verdicts = [verify_run(p, int(args.samples), data_dir=args.data_dir)["verdict"] for p in args.results]
+        return 0 if all(v != "differs" for v in verdicts) else 1
     if args.command == "report":
         from . import plotting as P
 

@@ -176,8 +176,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
         raise ValueError(f"binarize={binarize!r} only applies to mnist (Bernoulli decoder), not {name}")
     pixels, _ = load_raw(name, split, data_dir=data_dir)
     if n_train is not None and split == "train":
-        if not 0 < n_train <= len(pixels):
-            raise ValueError(f"n_train={n_train} must lie in 1..{len(pixels)} for {name}")
+        if isinstance(n_train, bool) or not isinstance(n_train, int) or not 0 < n_train <= len(pixels):
+            raise ValueError(f"n_train={n_train!r} is not allowed: expected an integer in 1..{len(pixels)} for {name}")
         pixels = pixels[:n_train]
     x = torch.from_numpy(pixels.astype(np.float32)) / (255.0 if name == "mnist" else 256.0)
     if binarize == "static":

@@ -19,6 +19,8 @@ import math
 import torch
 from torch.distributions import Normal
 
+from . import checks
+
 ESTIMATORS = ("A", "B")
 
 
@@ -36,6 +38,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int,
 
 def sgvb_a(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Generic SGVB estimator L^A, eq. 6."""
+    checks.at_least("n_samples", n_samples)
     mu, logvar = model.encode(x)
     z = reparameterize(mu, logvar, n_samples, generator)
     log_q = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
@@ -44,6 +47,7 @@ def sgvb_a(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generato
 
 def sgvb_b(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Second SGVB estimator L^B, eq. 7 (eq. 10 for the VAE): analytic KL, sampled likelihood."""
+    checks.at_least("n_samples", n_samples)
     mu, logvar = model.encode(x)
     z = reparameterize(mu, logvar, n_samples, generator)
     return -gaussian_kl(mu, logvar) + model.log_likelihood(x, z).mean(0)
@@ -64,6 +68,9 @@ def lower_bound(model, X: torch.Tensor, estimator: str = "B", n_samples: int = 1
     moves only because the model does.
     """
     fn = get_estimator(estimator)
+    checks.at_least("n_samples", n_samples)
+    checks.at_least("batch_size", batch_size)
+    checks.datapoints("X", X, model)
     g = torch.Generator().manual_seed(seed)
     total = 0.0
     for i in range(0, len(X), batch_size):

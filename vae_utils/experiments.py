@@ -29,7 +29,7 @@ import torch
 from . import data as data_mod
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
-from .train import TrainConfig, atomic_write_bytes, atomic_write_json, load_trained, provenance, train
+from .train import TrainConfig, atomic_write_bytes, atomic_write_json, load_trained, provenance, read_json, train
 
 FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
 FIGURE2_HIDDEN = {"mnist": 500, "frey_face": 200}
@@ -126,10 +126,7 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
                 "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}}
     record = None
     if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"results file {path} is damaged ({e}); delete it to recompute") from None
+        record = read_json(path)
         if record.get("settings") != settings or record.get("config", {}).get("name") != cfg.name:
             record = None
     record = record or {"name": cfg.name, "algorithm": cfg.algorithm, "config": dataclasses.asdict(cfg),

@@ -58,6 +58,7 @@ import torch
 from scipy import special, stats
 from torch.distributions import Normal
 
+from . import checks
 from .hmc import PerChainStepSize, run_chains
 
 
@@ -119,6 +120,14 @@ def hmc_kde_log_likelihood(model, x: torch.Tensor, *, n_samples: int = 50, n_lea
     Chains start at the best of ``n_init`` prior draws; the step size is adapted per chain
     during burn-in only, so the kept samples come from a fixed, valid HMC kernel.
     """
+    checks.datapoints("x", x, model)
+    checks.at_least("n_samples", n_samples, 4)  # half fits the density, half enters the estimate
+    checks.at_least("n_leapfrog", n_leapfrog)
+    checks.at_least("n_burnin", n_burnin, 0)
+    checks.at_least("n_init", n_init)
+    checks.at_least("batch_size", batch_size)
+    checks.positive("init_step", init_step)
+    checks.check("target_accept", target_accept, float, lambda v: 0 < v < 1, "a number in (0, 1)")
     out_ll, out_var, degenerate, acc_all = [], [], 0, []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
@@ -151,6 +160,13 @@ def hmc_kde_log_likelihood(model, x: torch.Tensor, *, n_samples: int = 50, n_lea
 def importance_log_likelihood(model, x: torch.Tensor, n_samples: int = 5000, chunk: int = 500,
                               generator: torch.Generator | None = None, batch_size: int = 500) -> np.ndarray:
     """log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x); one value per row of ``x``."""
+    checks.datapoints("x", x, model)
+    checks.at_least("n_samples", n_samples)
+    checks.at_least("chunk", chunk)
+    checks.at_least("batch_size", batch_size)
+    if not model.has_encoder:
+        raise ValueError("importance sampling needs an encoder q(z|x); this model has none (Monte Carlo EM): "
+                         "use hmc_kde_log_likelihood")
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
@@ -271,12 +287,10 @@ def _cached(path: Path, settings: dict, identity: dict | None, allow: bool, what
     """A finished record at ``path`` with the same settings (and config identity), else None;
     with ``allow`` False a missing one is an error naming it."""
     from .sweep import MissingResultError
+    from .train import read_json
 
     if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"results file {path} is damaged ({e}); delete it to recompute") from None
+        record = read_json(path)
         if record.get("settings") == settings and (identity is None or record.get("identity") == identity):
             return record
     if not allow:
@@ -547,6 +561,11 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     from . import data as data_mod
     from .train import RESULTS_DIR, atomic_write_json, load_trained, provenance
 
+    checks.at_least("n", n)
+    checks.at_least("is_samples", is_samples, 0)
+    checks.at_least("seed", seed, 0)
+    checks.at_least("threads", threads)
+    checks.at_least("quadrature_n", quadrature_n, 0)
     torch.set_num_threads(threads)
     session = provenance()  # the code this process runs is the code at its start
     model, ckpt = load_trained(name_or_path)

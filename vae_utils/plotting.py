@@ -24,6 +24,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from .train import read_json  # noqa: E402  (a damaged results file is reported, not a JSON traceback)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPO_ROOT / "figures"
 RESULTS_DIR = REPO_ROOT / "results"
@@ -67,7 +69,7 @@ def load_results(pattern: str = "*.json", directory: Path | None = None) -> list
     directory = Path(directory) if directory else RESULTS_DIR
     out = []
     for p in sorted(directory.glob(pattern)):
-        d = json.loads(p.read_text())
+        d = read_json(p)
         if "curve" in d:
             out.append(d)
     return out
@@ -176,7 +178,7 @@ def likelihood_table(paper_rows, directory: Path | None = None) -> str:
     lines = ["| method | samples | train (App. D) | test (App. D) | paper train | paper test "
              "| train (IS) | test (IS) | s / 1000 points (App. D) |", "|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(directory.glob("*_likelihood.json")):
-        r = json.loads(p.read_text())
+        r = read_json(p)
         c, n = r["config"], r["samples_seen"]
         paper = [paper_value(paper_rows, "figure3", c["dataset"], c["n_z"], c["algorithm"], s,
                              round(n, -5), c["n_train"]) for s in ("train", "test")]

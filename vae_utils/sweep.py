@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from tqdm.std import tqdm  # plain text: renders in terminals, Jupyter and saved notebooks alike
 
-from .train import RESULTS_DIR, TrainConfig, train
+from .train import RESULTS_DIR, TrainConfig, read_json, train
 
 
 class MissingResultError(FileNotFoundError):
@@ -50,10 +50,7 @@ def finished_result(cfg: TrainConfig) -> dict | None:
     path = Path(cfg.results_dir or RESULTS_DIR) / f"{cfg.name}.json"
     if not path.is_file():
         return None
-    try:
-        recorded = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"results file {path} is damaged ({e}); delete it to retrain the run") from None
+    recorded = read_json(path)
     ok = recorded.get("finished") and recorded.get("samples_seen", 0) >= cfg.samples
     return recorded if ok and _same_identity(recorded.get("config", {}), cfg) else None
 
@@ -103,7 +100,21 @@ def _run_task(task: Task, q, index: int):
     return task.fn(*task.args, **task.kwargs, report=_Reporter(q, index))
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the process that started it dies, so that
+    killing a sweep (a notebook kernel, a terminal) leaves no orphan still training a run whose
+    lock would then refuse the resumed sweep."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _single_thread_worker() -> None:
+    _die_with_parent()
     torch.set_num_threads(1)
 
 
@@ -123,7 +134,10 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
         return []
     own = executor is None
     executor = executor or default_executor(min(workers or os.cpu_count() or 1, len(tasks)))
-    manager = mp.get_context("spawn").Manager()
+    from multiprocessing.managers import SyncManager
+
+    manager = SyncManager(ctx=mp.get_context("spawn"))
+    manager.start(_die_with_parent)
     q = manager.Queue()
     done_work = [0.0] * len(tasks)
     results = [None] * len(tasks)

@@ -1,0 +1,46 @@
+"""One rule for bad input: refuse it before any work, in one line that names the parameter,
+the value and what is allowed (``TypeError`` for a wrong type, ``ValueError`` for a value out
+of range). Used by the config, the estimators and the likelihood functions alike."""
+
+from __future__ import annotations
+
+import math
+
+
+def is_kind(value, kind) -> bool:
+    """``int`` excludes bool; ``float`` accepts ints and excludes NaN and infinities."""
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(kind, tuple):
+        return any(is_kind(value, k) for k in kind)
+    return isinstance(value, kind)
+
+
+def check(name: str, value, kind, ok=lambda v: True, allowed: str = "") -> None:
+    if not is_kind(value, kind):
+        raise TypeError(f"{name}={value!r} is not allowed: expected {allowed}")
+    if not ok(value):
+        raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def at_least(name: str, value, minimum: int = 1) -> None:
+    check(name, value, int, lambda v: v >= minimum, f"an integer >= {minimum}")
+
+
+def positive(name: str, value) -> None:
+    check(name, value, float, lambda v: v > 0, "a positive number")
+
+
+def datapoints(name: str, x, model) -> None:
+    """x must be a (B, D) tensor with the model's D, B >= 1."""
+    import torch
+
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) == 0:
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"{name} of shape {shape} is not allowed: expected a (datapoints, pixels) tensor with at "
+                         f"least one row")
+    want = getattr(model, "x_dim", None)
+    if want is not None and x.shape[1] != want:
+        raise ValueError(f"{name} has {x.shape[1]} columns; the model expects {want} (its x_dim)")
