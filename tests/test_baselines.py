@@ -62,3 +62,15 @@ def test_mcem_iterations_increase_the_complete_data_likelihood(mnist_small, tmp_
     assert end > start + 50
     assert 0.75 < late < 0.98  # the global step is tuned toward 90 % acceptance
     assert alg.evaluate(X, "test") is None
+
+
+def test_a_diverging_step_size_trial_is_scored_as_diverged_not_a_crash(tmp_path, data_dir):
+    """Wake-sleep at a huge step size produces NaN decoder probabilities; its trial of the paper's
+    grid must be recorded as diverged (None) and the grid go on, not crash on sampling dreams."""
+    from conftest import small_config
+    from vae_utils.train import train
+
+    cfg = small_config(tmp_path, algorithm="wake_sleep", n_z=20, lr="auto", lr_grid=(0.01, 1e4),
+                       lr_trial_samples=5_000, samples=6_000)
+    res = train(cfg, progress=False, log=lambda *a: None)
+    assert res["lr"] == 0.01 and res["lr_trials"]["10000.0"] is None and res["lr_trials"]["0.01"] is not None

@@ -50,7 +50,10 @@ class WakeSleep(AEVB):
         # sleep: fit the recognition model to dreams (z, x) ~ p(z) p(x|z)
         with torch.no_grad():
             z_dream = torch.randn(M, model.z_dim, generator=self.rng)
-            x_dream = sample_x(model.decoder_distribution(z_dream), self.rng)
+            dream = model.decoder_distribution(z_dream)
+            if not torch.isfinite(dream.mean).all():  # the wake step diverged: report it, do not dream from NaN
+                return len(x), float("nan")
+            x_dream = sample_x(dream, self.rng)
         mu, logvar = model.encode(x_dream)
         log_q = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z_dream).sum(-1)
         self.sleep_opt.ascend(log_q.sum() + self.log_prior_term(model.encoder_parameters()))

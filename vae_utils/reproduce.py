@@ -12,6 +12,7 @@ failing cell; its executed copy holds the traceback.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def run_notebooks(budget: str = "quick", only: list[str] | None = None, output_d
         log(f"[{src.stem}] budget {budget}, parameters {params}")
         t0 = time.time()
         try:
+            # the notebooks' own progress bars (their stderr) go to this terminal, with rate and ETA
             pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
-                                progress_bar=True, log_output=False)
+                                progress_bar=False, log_output=False, stderr_file=sys.stderr)
         except pm.PapermillExecutionError as e:
             raise NotebookFailed(f"notebook {src.stem} failed in cell {e.exec_count} (cell index {e.cell_index}): "
                                  f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {dst}") from None

@@ -446,9 +446,10 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     scores = {}
     for lr in cfg.lr_grid:
         trial = Run(dataclasses.replace(cfg, samples=cfg.lr_trial_samples), lr, X_train)
-        while trial.samples_seen < cfg.lr_trial_samples:
-            trial.step()
-        score = trial.algorithm.evaluate(sets["train"], "train")
+        diverged = False
+        while trial.samples_seen < cfg.lr_trial_samples and not diverged:
+            diverged = not math.isfinite(trial.step())
+        score = math.nan if diverged else trial.algorithm.evaluate(sets["train"], "train")
         scores[str(lr)] = score if math.isfinite(score) else None
         log(f"lr trial {lr}: training value {score:.2f} after {trial.samples_seen} samples")
     finite = {float(k): v for k, v in scores.items() if v is not None}
