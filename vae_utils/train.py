@@ -444,10 +444,14 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     the best training-set value (Section 5: "performance on the training set in the first few
     iterations")."""
     scores = {}
+    length = cfg.lr_trial_samples
+    if cfg.algorithm == "mcem":  # "the first few iterations": at least 4 E+M iterations past the warm-up
+        per_iteration = len(X_train) + cfg.mcem_m_steps * cfg.batch_size
+        length = max(length, (4 + math.ceil(cfg.mcem_warmup / cfg.mcem_m_steps)) * per_iteration)
     for lr in cfg.lr_grid:
-        trial = Run(dataclasses.replace(cfg, samples=cfg.lr_trial_samples), lr, X_train)
+        trial = Run(dataclasses.replace(cfg, samples=length), lr, X_train)
         diverged = False
-        while trial.samples_seen < cfg.lr_trial_samples and not diverged:
+        while trial.samples_seen < length and not diverged:
             diverged = not math.isfinite(trial.step())
         score = math.nan if diverged else trial.algorithm.evaluate(sets["train"], "train")
         scores[str(lr)] = score if math.isfinite(score) else None
