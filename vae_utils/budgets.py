@@ -38,6 +38,7 @@ class Budget:
     accuracy_n: int             # estimator-accuracy notebook: datapoints integrated by quadrature
     eval_n: int                 # datapoints of each split on which a training curve is evaluated
     lr_trial_samples: float     # length of each step-size trial of the paper's grid {0.01, 0.02, 0.1}
+    lr: float | str             # "auto": the paper's grid; smoke skips it (a fixed step) to stay within CI's minutes
     derivation_repeats: int     # derivation notebook: repeated gradient estimates per variance point
     derivation_mc: int          # derivation notebook: Monte Carlo samples per expectation
 
@@ -46,16 +47,16 @@ class Budget:
 BUDGETS = {
     "smoke":    Budget("smoke",    mnist_samples=3e4, frey_samples=3e4, fig3_samples=3e4, fig3_samples_50k=1.1e5,
                        fig3_points=2, ll_n=20, is_samples=100, accuracy_n=4,
-                       eval_n=500, lr_trial_samples=2e3, derivation_repeats=100, derivation_mc=20_000),
+                       eval_n=500, lr_trial_samples=2e3, derivation_repeats=100, derivation_mc=20_000, lr=0.02),
     "quick":    Budget("quick",    mnist_samples=1e6, frey_samples=5e5, fig3_samples=2e6, fig3_samples_50k=2e6,
                        fig3_points=3, ll_n=200, is_samples=1000, accuracy_n=12,
-                       eval_n=2000, lr_trial_samples=3e4, derivation_repeats=400, derivation_mc=100_000),
+                       eval_n=2000, lr_trial_samples=3e4, derivation_repeats=400, derivation_mc=100_000, lr="auto"),
     "standard": Budget("standard", mnist_samples=1e7, frey_samples=1e7, fig3_samples=1e7, fig3_samples_50k=1e7,
                        fig3_points=5, ll_n=1000, is_samples=5000, accuracy_n=50,
-                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000),
+                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000, lr="auto"),
     "paper":    Budget("paper",    mnist_samples=2.4e8, frey_samples=1e8, fig3_samples=6e7, fig3_samples_50k=6.8e7,
                        fig3_points=8, ll_n=1000, is_samples=5000, accuracy_n=100,
-                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000),
+                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000, lr="auto"),
 }
 
 

@@ -447,7 +447,7 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     length = cfg.lr_trial_samples
     if cfg.algorithm == "mcem":  # "the first few iterations": at least 4 E+M iterations past the warm-up
         per_iteration = len(X_train) + cfg.mcem_m_steps * cfg.batch_size
-        length = max(length, (4 + math.ceil(cfg.mcem_warmup / cfg.mcem_m_steps)) * per_iteration)
+        length = max(length, min((4 + math.ceil(cfg.mcem_warmup / cfg.mcem_m_steps)) * per_iteration, cfg.samples))
     for lr in cfg.lr_grid:
         trial = Run(dataclasses.replace(cfg, samples=length), lr, X_train)
         diverged = False
