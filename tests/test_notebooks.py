@@ -82,7 +82,8 @@ def test_notebook_runs_at_smoke_and_writes_sane_results(smoke_run, name):
         for where, v in _numbers(d):
             assert math.isfinite(v), f"{p.name}{where} = {v}"
         for pt in d.get("curve", []):  # a training curve: a bound per datapoint
-            lo, hi = (-800, 0) if d["config"]["dataset"] == "mnist" else (-3000, 3000)
+            # a bound per datapoint: MNIST starts near -784 log 2 = -543 and early wake-sleep can dip below
+            lo, hi = (-1500, 0) if d["config"]["dataset"] == "mnist" else (-3000, 3000)
             assert lo < pt["train"] < hi and (pt["test"] is None or lo < pt["test"] < hi), (p.name, pt)
         for pt in d.get("points", []):  # a likelihood curve: log p(x) of MNIST images
             for split in ("train", "test"):

@@ -47,7 +47,7 @@ class Budget:
 BUDGETS = {
     "smoke":    Budget("smoke",    mnist_samples=3e4, frey_samples=3e4, fig3_samples=3e4, fig3_samples_50k=1.1e5,
                        fig3_points=2, ll_n=20, is_samples=100, accuracy_n=4,
-                       eval_n=500, lr_trial_samples=2e3, derivation_repeats=100, derivation_mc=20_000, lr=0.02),
+                       eval_n=500, lr_trial_samples=2e3, derivation_repeats=100, derivation_mc=20_000, lr=0.01),
     "quick":    Budget("quick",    mnist_samples=1e6, frey_samples=5e5, fig3_samples=2e6, fig3_samples_50k=2e6,
                        fig3_points=3, ll_n=200, is_samples=1000, accuracy_n=12,
                        eval_n=2000, lr_trial_samples=3e4, derivation_repeats=400, derivation_mc=100_000, lr="auto"),

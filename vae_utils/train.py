@@ -579,11 +579,13 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
 
 
 # Largest curve difference (nats per datapoint) that floating-point noise alone produces when a
-# run is repeated with another reduction order: measured by ``measure_float_noise`` (the same
-# run at 1 and 2 threads; results/verify_float_noise.json) and set at 10x the largest value seen
-# per algorithm. MCEM's chains amplify rounding: once one HMC accept decision flips, the
-# trajectories part, so its curves drift by tenths of a nat while remaining the same algorithm.
-VERIFY_TOLERANCE = {"aevb": 1e-3, "wake_sleep": 1e-3, "mcem": 2.0}
+# run is repeated with another reduction order, measured by ``measure_float_noise`` (each
+# committed run re-run for 2e5 samples at 1 and at 2 threads; results/verify_float_noise.json):
+# AEVB 2.7e-5 (MNIST; Frey Face identical), wake-sleep 0.036, MCEM 0.28. The tolerance is ten
+# times that. Wake-sleep and MCEM amplify rounding: once one sampled dream pixel or one HMC
+# accept decision flips, the trajectories part, so their curves drift by hundredths to tenths of
+# a nat while remaining the same computation.
+VERIFY_TOLERANCE = {"aevb": 3e-4, "wake_sleep": 0.4, "mcem": 3.0}
 
 
 def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) -> dict:
