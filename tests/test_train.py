@@ -198,6 +198,17 @@ def test_cli_refuses_bad_values_without_a_traceback(tmp_path, args, message):
     assert not list(tmp_path.iterdir()), "nothing is written for a refused run"
 
 
+@pytest.mark.parametrize("args, message", [
+    (["likelihood", "--checkpoint", "nothing"], "no checkpoint 'nothing'"),
+    (["likelihood", "--checkpoint", "nothing", "--n", "0"], "n=0 is not allowed: expected an integer >= 1"),
+    (["verify", "results/nothing.json"], "No such file or directory"),
+    (["reproduce", "--only", "99"], "--only '99' names no notebook"),
+])
+def test_other_commands_refuse_bad_input_without_a_traceback(args, message):
+    out = subprocess.run([sys.executable, "-m", "vae_utils", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_a_damaged_checkpoint_is_reported_and_kept(tmp_path, data_dir):
     cfg = small_config(tmp_path)
     T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=20)

@@ -106,12 +106,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run a command; bad input is refused in one line (exit 2), a failed run reported (exit 1)."""
     args = parser().parse_args(argv)
-    from .data import ChecksumError, DatasetNotFoundError
+    from .data import ChecksumError
     from .train import CheckpointError, RunLockedError, TrainingDiverged
 
     try:
         return _run(args)
-    except (ValueError, TypeError, DatasetNotFoundError, ChecksumError, CheckpointError, RunLockedError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ChecksumError, CheckpointError, RunLockedError) as e:
         print(f"python -m vae_utils {args.command}: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
