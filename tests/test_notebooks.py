@@ -140,8 +140,8 @@ def test_reproduce_stops_at_the_first_failing_notebook_and_names_its_cell(tmp_pa
     monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", tmp_path)
     with pytest.raises(reproduce.NotebookFailed, match=r"notebook 02_nb failed in cell 3 .*RuntimeError: boom"):
         reproduce.run_notebooks("smoke", output_dir=str(tmp_path / "out"), log=lambda *a: None)
-    assert (tmp_path / "out" / "notebooks" / "01_nb.ipynb").exists()
-    assert not (tmp_path / "out" / "notebooks" / "03_nb.ipynb").exists()
+    assert (tmp_path / "out" / "results" / "notebooks" / "01_nb.ipynb").exists()
+    assert not (tmp_path / "out" / "results" / "notebooks" / "03_nb.ipynb").exists()
 
 
 def test_parameters_check_outside_papermill():

@@ -9,9 +9,9 @@ The paper trains every model for 1e8 or more "training samples evaluated" (its x
     paper     the paper's own sample counts (Figure 2: 2.4e8 MNIST, 1e8 Frey; Figure 3: 6e7)
 
 All knobs that a budget scales are in the table ``BUDGETS`` below, one row per budget.
-Each budget writes to its own places (``Places``): ``results/<budget>/``, ``figures/<budget>/``,
-``checkpoints/<budget>/`` and ``notebooks/executed/<budget>/`` in the repository, or the
-same four folders under ``output_dir`` when one is given, so a quick run never overwrites
+Each budget writes to its own places (``Places``): ``results/<budget>/`` (its executed
+notebooks in ``results/<budget>/notebooks/``), ``figures/<budget>/`` and ``checkpoints/<budget>/``
+in the repository, or the same folders under ``output_dir`` when one is given, so a quick run never overwrites
 the record of a standard one.
 """
 
@@ -78,11 +78,10 @@ class Places:
     @classmethod
     def for_budget(cls, budget: str, output_dir: str | Path | None = None) -> "Places":
         get_budget(budget)
-        if output_dir:
-            root = Path(output_dir).expanduser().resolve()
-            return cls(root / "results", root / "figures", root / "checkpoints", root / "notebooks")
-        return cls(REPO_ROOT / "results" / budget, REPO_ROOT / "figures" / budget,
-                   REPO_ROOT / "checkpoints" / budget, NOTEBOOKS_DIR / "executed" / budget)
+        root, sub = (Path(output_dir).expanduser().resolve(), "") if output_dir else (REPO_ROOT, budget)
+        results = root / "results" / sub
+        # executed notebooks are outputs of a run: they live with its results, never beside the sources
+        return cls(results, root / "figures" / sub, root / "checkpoints" / sub, results / "notebooks")
 
     def make(self) -> "Places":
         for f in fields(self):
