@@ -29,7 +29,8 @@ import torch
 from . import data as data_mod
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
-from .train import TrainConfig, atomic_write_bytes, atomic_write_json, load_trained, provenance, read_json, train
+from .train import (TrainConfig, atomic_write_bytes, atomic_write_json, checkpoint_path, evaluation_images,
+                    load_trained, provenance, read_json, results_path, train)
 
 FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
 FIGURE2_HIDDEN = {"mnist": 500, "frey_face": 200}
@@ -70,10 +71,6 @@ def likelihood_points(total: int, n_points: int, batch: int = 100) -> list[int]:
     return sorted({max(batch, round(total * k / n_points / batch) * batch) for k in range(1, n_points + 1)})
 
 
-def checkpoint_path(cfg: TrainConfig) -> Path:
-    return Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
-
-
 def trained_model(cfg: TrainConfig, allow_training: bool = True, report=None):
     """The model of a finished run (trained first if need be and allowed), in eval mode."""
     ensure_run(cfg, allow_training, report)
@@ -82,7 +79,7 @@ def trained_model(cfg: TrainConfig, allow_training: bool = True, report=None):
         if not allow_training:
             raise MissingResultError(f"run {cfg.name!r} has results but no checkpoint at {path}; its weights are "
                                      f"needed here: rerun with allow_training=True")
-        Path(cfg.results_dir, f"{cfg.name}.json").unlink()  # results without weights: retrain the run
+        results_path(cfg).unlink()  # results without weights: retrain the run
         ensure_run(cfg, allow_training, report)
     return load_trained(path)[0]
 
@@ -135,8 +132,7 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
     todo = [t for t in points if t not in have]
     if todo and not allow_training:
         raise MissingResultError(f"{path} lacks log p(x) at {todo} samples; training is off (allow_training=False)")
-    splits = {s: data_mod.load_dataset("mnist", s, n_train=cfg.n_train, data_dir=cfg.data_dir)[:ll_n]
-              for s in ("train", "test")} if todo else {}
+    splits = {s: evaluation_images(cfg, s, ll_n) for s in ("train", "test")} if todo else {}
     for target in todo:
         step_cfg = dataclasses.replace(cfg, samples=target)
         if finished_result(step_cfg) is None:
@@ -224,10 +220,11 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
     if kind not in ("manifold", "samples"):
         raise ValueError(f"kind={kind!r}; expected 'manifold' or 'samples'")
     path = Path(cfg.results_dir) / f"{cfg.name}_{kind}.npz"
-    if path.is_file() and finished_result(cfg) is not None:
+    done = finished_result(cfg)
+    if path.is_file() and done is not None:
         with np.load(path) as f:
             meta = json.loads(str(f["meta"]))
-            if meta.get("n") == n and meta.get("samples_seen") == finished_result(cfg)["samples_seen"]:
+            if meta.get("n") == n and meta.get("samples_seen") == done["samples_seen"]:
                 return {"images": f["images"].astype(np.float32) / 255.0, **meta}
     model = trained_model(cfg, allow_training, report)
     with torch.no_grad():
@@ -239,7 +236,7 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
             x = model.decode(torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(cfg.seed)))
     images = x.clamp(0, 1).reshape(-1, *data_mod.IMAGE_SHAPE[cfg.dataset]).numpy()
     meta = {"name": cfg.name, "kind": kind, "n": n, "config": dataclasses.asdict(cfg),
-            "samples_seen": finished_result(cfg)["samples_seen"], "provenance": provenance()}
+            "samples_seen": finished_result(cfg)["samples_seen"], "provenance": provenance()}  # trained by now
     import io
 
     buf = io.BytesIO()

@@ -314,10 +314,9 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
     the run's results folder (config, settings, seed, provenance); a record with the same
     settings and the same run identity (config and training samples) is reused.
     """
-    from . import data as data_mod
     from .exact import quadrature_log_likelihood, quadrature_settings
     from .experiments import trained_model
-    from .train import atomic_write_json, provenance
+    from .train import atomic_write_json, evaluation_images, provenance
 
     path = Path(cfg.results_dir) / f"{cfg.name}_estimator_accuracy.json"
     settings = {k: v for k, v in settings.items() if k not in ("dims", "dims_n")}  # the linear-Gaussian study's own
@@ -339,10 +338,7 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
 
     n, splits, xs = settings["n"], [], []
     for split in ("train", "test"):
-        X = data_mod.load_dataset(cfg.dataset, split, data_dir=cfg.data_dir, n_train=cfg.n_train,
-                                  binarize="static" if cfg.binarize == "static" else None)[:n]
-        if cfg.binarize == "dynamic":  # one seeded binarisation, as the training curve scores
-            X = data_mod.binarize_batch(X, torch.Generator().manual_seed(4321))
+        X = evaluation_images(cfg, split, n)
         xs.append(X)
         splits += [split] * len(X)
     x = torch.cat(xs)
@@ -558,8 +554,7 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     """
     from .exact import quadrature_log_likelihood
 
-    from . import data as data_mod
-    from .train import RESULTS_DIR, atomic_write_json, load_trained, provenance
+    from .train import RESULTS_DIR, atomic_write_json, evaluation_images, load_trained, provenance
 
     checks.at_least("n", n)
     checks.at_least("is_samples", is_samples, 0)
@@ -574,10 +569,7 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     result = {"run": name, "config": cfg, "samples_seen": ckpt["run"]["samples_seen"], "n": n, "seed": seed,
               "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}, "is_samples": is_samples}
     for split in ("train", "test"):
-        X = data_mod.load_dataset(cfg["dataset"], split, data_dir=data_dir, n_train=cfg["n_train"],
-                                  binarize="static" if cfg["binarize"] == "static" else None)[:n]
-        if cfg["binarize"] == "dynamic":  # score one seeded binarisation, as the training curve does
-            X = data_mod.binarize_batch(X, torch.Generator().manual_seed(4321))
+        X = evaluation_images(cfg, split, n, data_dir)
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
         ll, var, info = hmc_kde_log_likelihood(model, X, generator=g)

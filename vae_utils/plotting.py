@@ -15,7 +15,6 @@ by ``save_figure`` (PNG for the screen, PDF for print) in one seaborn style.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path

@@ -27,13 +27,12 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.std import tqdm  # plain text: renders in terminals, Jupyter and saved notebooks alike
 
-from .train import RESULTS_DIR, TrainConfig, read_json, train
+from .train import TrainConfig, read_json, results_path, train
 
 
 class MissingResultError(FileNotFoundError):
@@ -47,7 +46,7 @@ def _same_identity(recorded_config: dict, cfg: TrainConfig) -> bool:
 
 def finished_result(cfg: TrainConfig) -> dict | None:
     """The recorded results of a finished run of the same config with at least ``cfg.samples``."""
-    path = Path(cfg.results_dir or RESULTS_DIR) / f"{cfg.name}.json"
+    path = results_path(cfg)
     if not path.is_file():
         return None
     recorded = read_json(path)

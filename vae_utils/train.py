@@ -37,6 +37,7 @@ import torch
 from tqdm.std import tqdm
 
 from . import data as data_mod
+from . import checks
 from .checks import is_kind
 from .estimators import get_estimator, lower_bound
 from .models import VAE, build_model
@@ -111,14 +112,11 @@ class TrainConfig:
                 setattr(self, name, int(v))
         self.lr_grid = tuple(self.lr_grid)
         for name, (kind, ok, allowed) in _CONFIG_RULES.items():
-            value = getattr(self, name)
-            if not _is(value, kind) or not ok(value):
-                raise (TypeError if not _is(value, kind) else ValueError)(
-                    f"{name}={value!r} is not allowed: expected {allowed}")
+            checks.check(name, getattr(self, name), kind, ok, allowed)
         if self.n_train is None:
             self.n_train = PAPER_N_TRAIN[self.dataset]
         limit = data_mod.TRAIN_SIZE[self.dataset]
-        if self.n_train is not None and not (_is(self.n_train, int) and 1 <= self.n_train <= limit):
+        if self.n_train is not None and not (is_kind(self.n_train, int) and 1 <= self.n_train <= limit):
             raise ValueError(f"n_train={self.n_train!r} is not allowed: expected an integer in 1..{limit} for {self.dataset}"
                              f" (or None for the paper's)")
         if self.name is None:
@@ -131,9 +129,6 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
 
 
-_is = is_kind
-
-
 # field: (type, check, what is allowed) -- every value of a TrainConfig is refused in one line
 _CONFIG_RULES = {
     "n_z": (int, lambda v: v >= 1, "an integer >= 1 (latent dimensions)"),
@@ -141,8 +136,9 @@ _CONFIG_RULES = {
     "batch_size": (int, lambda v: v >= 1, "an integer >= 1 (minibatch size M)"),
     "n_samples": (int, lambda v: v >= 1, "an integer >= 1 (samples L per datapoint)"),
     "weight_prior": (bool, lambda v: True, "True or False"),
-    "lr": ((str, float, int), lambda v: v == "auto" or (_is(v, float) and v > 0), "'auto' or a positive number"),
-    "lr_grid": (tuple, lambda v: len(v) > 0 and all(_is(x, float) and x > 0 for x in v), "a non-empty tuple of positive numbers"),
+    "lr": ((str, float, int), lambda v: v == "auto" or (is_kind(v, float) and v > 0), "'auto' or a positive number"),
+    "lr_grid": (tuple, lambda v: len(v) > 0 and all(is_kind(x, float) and x > 0 for x in v),
+                "a non-empty tuple of positive numbers"),
     "lr_trial_samples": (int, lambda v: v >= 1, "a positive number of training samples"),
     "adagrad_warmup": (int, lambda v: v >= 0, "an integer >= 0 (steps)"),
     "adagrad_eps": (float, lambda v: v > 0, "a positive number"),
@@ -248,6 +244,14 @@ def get_algorithm(name: str):
 
 
 # --- bookkeeping --------------------------------------------------------------------
+
+def checkpoint_path(cfg: TrainConfig) -> Path:
+    return (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
+
+
+def results_path(cfg: TrainConfig) -> Path:
+    return (Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR) / f"{cfg.name}.json"
+
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,14 +433,28 @@ def load_data(cfg: TrainConfig):
     return X_train, X_test
 
 
+EVAL_BINARIZE_SEED = 4321
+
+
 def eval_sets(cfg: TrainConfig, X_train, X_test):
     """The first ``eval_n`` points of each split; with dynamic binarisation one seeded draw of
     them, so that every point of a curve scores the same binary images."""
     sets = {"train": X_train[:cfg.eval_n], "test": X_test[:cfg.eval_n]}
     if cfg.binarize == "dynamic":
-        g = torch.Generator().manual_seed(4321)
+        g = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
         sets = {k: data_mod.binarize_batch(v, g) for k, v in sets.items()}
     return sets
+
+
+def evaluation_images(cfg, split: str, n: int, data_dir=None) -> torch.Tensor:
+    """The first ``n`` images of a split of a run's data (``cfg`` a TrainConfig or its dict),
+    binarised as its training curve scores them: what log p(x) estimates are computed on."""
+    c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    X = data_mod.load_dataset(c["dataset"], split, data_dir=data_dir or c.get("data_dir"), n_train=c["n_train"],
+                              binarize="static" if c["binarize"] == "static" else None)[:n]
+    if c["binarize"] == "dynamic":
+        X = data_mod.binarize_batch(X, torch.Generator().manual_seed(EVAL_BINARIZE_SEED))
+    return X
 
 
 def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
@@ -471,17 +489,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     every step (a sweep's shared progress bar). While it trains, the process holds the run's
     lock (``RunLock``): a second process starting the same run is refused.
     """
-    ckpt_path = (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
-    with RunLock(ckpt_path):
-        return _train(cfg, ckpt_path, progress=progress, log=log, stop_after_steps=stop_after_steps,
+    with RunLock(checkpoint_path(cfg)):
+        return _train(cfg, checkpoint_path(cfg), progress=progress, log=log, stop_after_steps=stop_after_steps,
                       on_progress=on_progress)
 
 
 def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps, on_progress) -> dict:
     torch.set_num_threads(cfg.threads)
     session = provenance()  # taken now: the code this process runs is the code at its start
-    results_dir = Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR
-    results_path = results_dir / f"{cfg.name}.json"
+    out_path = results_path(cfg)
     X_train, X_test = load_data(cfg)
     sets = eval_sets(cfg, X_train, X_test)
     schedule = eval_schedule(cfg)
@@ -544,7 +560,7 @@ def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps
             curve.append(point)
             bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
             checkpoint()
-            atomic_write_json(results_path, results(finished=False))
+            atomic_write_json(out_path, results(finished=False))
             last_ckpt = time.time()
         elif time.time() - last_ckpt > cfg.checkpoint_every_s:
             checkpoint()
@@ -556,7 +572,7 @@ def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps
     bar.close()
     checkpoint()
     out = results(finished=True)
-    atomic_write_json(results_path, out)
+    atomic_write_json(out_path, out)
     log(f"{cfg.name}: {run.samples_seen:,} samples in {run.train_time:.0f} s "
         f"({out['samples_per_s']:.0f} samples/s); final train {curve[-1]['train']:.2f}, test {curve[-1]['test']}")
     return out
