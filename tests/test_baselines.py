@@ -4,7 +4,7 @@ import torch
 from torch.distributions import Normal
 
 from conftest import small_config
-from vae_utils.baselines import MCEM, WakeSleep
+from vae_utils.algorithms import MCEM, WakeSleep
 from vae_utils.models import VAE
 
 

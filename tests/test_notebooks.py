@@ -184,3 +184,20 @@ def test_paper_curves_ship_with_the_package():
         assert PAPER_CSV.read_bytes() == (Path(ref) / "aevb_paper_figures_digitized.csv").read_bytes()
     assert {(r["figure"], r["dataset"]) for r in rows} == {("figure2", "mnist"), ("figure2", "frey_face"),
                                                          ("figure3", "mnist")}
+
+
+def test_a_sweep_on_a_dask_cluster_equals_a_local_sweep(tmp_path, data_dir):
+    distributed = pytest.importorskip("distributed")
+    local = [small_config(tmp_path / "local", name=f"r{i}", n_z=3 + i, samples=10_000, data_dir=str(data_dir))
+             for i in range(2)]
+    on_dask = [small_config(tmp_path / "dask", name=f"r{i}", n_z=3 + i, samples=10_000, data_dir=str(data_dir))
+               for i in range(2)]
+    expected = sweep.sweep_runs(local, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        got = sweep.sweep_runs(on_dask, executor=client, progress=False)
+        workers = {w["host"] for w in client.scheduler_info()["workers"].values()}
+    assert workers == {"127.0.0.1"} and _curves(got) == _curves(expected)
+    assert all(r["finished"] and r["provenance"]["torch_threads"] == 1 for r in got)
+    with pytest.raises(TypeError, match="expected a concurrent.futures.Executor or a dask.distributed.Client"):
+        sweep.sweep_runs(on_dask, executor="tcp://127.0.0.1:8786", progress=False)

@@ -13,6 +13,7 @@ import torch
 
 from conftest import small_config
 from vae_utils import train as T
+from vae_utils.algorithms import AEVB
 from vae_utils.estimators import lower_bound
 
 
@@ -73,7 +74,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
     T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=50)
     path = tmp_path / "ckpt" / "t.pt"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    original = T.AEVB.step
+    original = AEVB.step
 
     def poisoned(self):
         out = original(self)
@@ -81,7 +82,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
             self.model.dec_out.weight[0, 0] = float("nan")
         return out
 
-    monkeypatch.setattr(T.AEVB, "step", poisoned)
+    monkeypatch.setattr(AEVB, "step", poisoned)
     with pytest.raises(T.TrainingDiverged, match="non-finite .* last good checkpoint") as e:
         T.train(cfg, progress=False, log=lambda *a: None)
     assert "smaller --lr" in str(e.value)

@@ -3,11 +3,14 @@
     data                 MNIST and Frey Face, verified by SHA-256              (Section 5)
     models               the VAE: tanh MLP encoder, Bernoulli/Gaussian decoder  (Section 3, App. C)
     estimators           analytic KL, SGVB estimators A and B                   (eqs. 6-10, App. B)
-    train                Algorithm 1 (AEVB), the shared resumable training loop (Section 2.3)
-    baselines            wake-sleep and Monte Carlo EM                          (Section 5, App. E)
+    config               TrainConfig: every knob of a run, checked in one place
+    algorithms           AEVB (Algorithm 1), wake-sleep, Monte Carlo EM, Adagrad (Section 2.3, 5, App. E)
+    train                the resumable training loop, checkpoints, provenance   (Section 5)
     hmc                  batched Hamiltonian Monte Carlo                        (App. D, E)
     marginal_likelihood  the Appendix-D estimator and importance sampling      (App. D, Figure 3)
     exact                closed-form and quadrature log p(x) for testing
+    sweep                many runs in parallel processes or on a dask cluster
+    benchmark            samples/s against the usual PyTorch loop and the matmul limit
     plotting             Figure-2 panels and the comparison with the paper
 """
 

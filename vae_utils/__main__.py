@@ -1,10 +1,11 @@
-"""Command line: ``python -m vae_utils {reproduce, train, fetch-data, likelihood, verify, report} ...``.
+"""Command line: ``python -m vae_utils {reproduce, train, fetch-data, likelihood, verify, report, benchmark} ...``.
 
     python -m vae_utils reproduce --budget quick           # every notebook, through papermill
     python -m vae_utils train --dataset mnist --nz 20 --samples 1e6
     python -m vae_utils train --dataset frey_face --nz 20 --hidden 200 --samples 1e6
     python -m vae_utils likelihood --checkpoint <name> --n 1000
     python -m vae_utils fetch-data --data-dir data/
+    python -m vae_utils benchmark                           # samples/s vs the usual loop and the matmul limit
 
 The data directory is --data-dir, else $AEVB_DATA_DIR, else data/ in the repository.
 """
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--ws-logvar-scale", type=float, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                   help="torch.compile the optimiser update (auto: runs of 20,000 steps or more)")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
     t.add_argument("--data-dir", default=None)
     t.add_argument("--results-dir", default=None)
@@ -95,6 +98,15 @@ def parser() -> argparse.ArgumentParser:
                     "under this folder instead of the repository's <kind>/<budget>/ places")
     rp.add_argument("--no-train", action="store_true", help="forbid training: redraw from existing results only")
     rp.add_argument("--workers", type=int, default=0, help="parallel single-thread processes (0: one per core)")
+
+    b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
+                       "limit, in one run (results/benchmarks.json)")
+    b.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
+    b.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement")
+    b.add_argument("--only", default=None, help="comma-separated workloads (default: all)")
+    b.add_argument("--sweep-samples", type=_count, default=3e5, help="training samples per run of the sweep workload")
+    b.add_argument("--data-dir", default=None)
+    b.add_argument("--out", default=None, help="results JSON (default results/benchmarks.json)")
 
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
     r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
@@ -136,7 +148,8 @@ def _run(args) -> int:
                           n_train=args.n_train, binarize=args.binarize, estimator=args.estimator,
                           samples=args.samples, lr=args.lr, lr_trial_samples=args.lr_trial_samples,
                           eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale, seed=args.seed,
-                          threads=args.threads, name=args.name, data_dir=args.data_dir,
+                          threads=args.threads, compile={"yes": True, "no": False}.get(args.compile, "auto"),
+                          name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
         train(cfg, progress=not args.no_progress)
         return 0
@@ -167,6 +180,16 @@ def _run(args) -> int:
 
         verdicts = [verify_run(p, int(args.samples), data_dir=args.data_dir)["verdict"] for p in args.results]
         return 0 if all(v != "differs" for v in verdicts) else 1
+    if args.command == "benchmark":
+        from pathlib import Path
+
+        from .benchmark import run_benchmark, table
+
+        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+        record = run_benchmark(repeats=args.repeats, min_time=args.min_time, only=only, sweep_samples=args.sweep_samples,
+                               data_dir=args.data_dir, out=Path(args.out) if args.out else None)
+        print(table(record))
+        return 0
     if args.command == "report":
         from . import plotting as P
 

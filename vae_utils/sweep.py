@@ -4,7 +4,9 @@ A figure of the paper is a grid of independent training runs (Figure 2: two algo
 five latent sizes). On this 2-core machine two single-thread processes train about 1.4 times
 faster than one process with two threads, so the default executor is a pool of one
 single-thread worker process per core. Any other ``Executor`` (threads, a cluster's) can be
-passed instead.
+passed instead, or a ``dask.distributed.Client``: the runs then go to its workers, on this
+machine (a ``LocalCluster``) or on many (a scheduler's address; the workers need this package,
+the data and the results/checkpoint folders at the same paths).
 
 Every run stays resumable on its own: ``ensure_run`` reuses a finished result of the same
 config, else trains, resuming from the run's checkpoint; a sweep that is interrupted (the
@@ -14,7 +16,7 @@ training: figures are then drawn from existing results only, and a missing one i
 that names it.
 
 Progress: every task reports units of work (training samples) through a queue; the sweep
-shows one bar over all tasks, with rate and ETA.
+shows one bar over all tasks, with rate and ETA. On a dask cluster the bar moves as runs finish.
 """
 
 from __future__ import annotations
@@ -125,20 +127,36 @@ def default_executor(workers: int = 0) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_single_thread_worker)
 
 
-def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int = 0, desc: str = "runs",
+def _dask_executor(executor):
+    """A dask.distributed ``Client`` as a concurrent.futures executor (None for anything else)."""
+    if isinstance(executor, Executor) or not callable(getattr(executor, "get_executor", None)):
+        return None
+    if type(executor).__module__.split(".")[0] != "distributed":
+        return None
+    return executor.get_executor(pure=False)  # pure=False: a rerun of a task is run again, not looked up
+
+
+def sweep(tasks: list[Task], *, executor=None, workers: int = 0, desc: str = "runs",
           progress: bool = True, unit: str = "sample") -> list:
-    """Run every task (in parallel on ``executor``, default ``default_executor(workers)``) and
-    return their results in task order. A failing task stops the sweep: the others are
-    cancelled (runs keep their checkpoints) and its exception is raised."""
+    """Run every task (in parallel on ``executor``, default ``default_executor(workers)``; a
+    ``concurrent.futures.Executor`` or a ``dask.distributed.Client``) and return their results in
+    task order. A failing task stops the sweep: the others are cancelled (runs keep their
+    checkpoints) and its exception is raised."""
     if not tasks:
         return []
     own = executor is None
-    executor = executor or default_executor(min(workers or os.cpu_count() or 1, len(tasks)))
-    from multiprocessing.managers import SyncManager
+    dask = _dask_executor(executor)
+    if executor is not None and dask is None and not isinstance(executor, Executor):
+        raise TypeError(f"executor={executor!r} is not allowed: expected a concurrent.futures.Executor or a "
+                        f"dask.distributed.Client")
+    executor = dask or executor or default_executor(min(workers or os.cpu_count() or 1, len(tasks)))
+    manager = q = None
+    if dask is None:  # a cluster's workers cannot reach this machine's queue: its bar moves per finished run
+        from multiprocessing.managers import SyncManager
 
-    manager = SyncManager(ctx=mp.get_context("spawn"))
-    manager.start(_die_with_parent)
-    q = manager.Queue()
+        manager = SyncManager(ctx=mp.get_context("spawn"))
+        manager.start(_die_with_parent)
+        q = manager.Queue()
     done_work = [0.0] * len(tasks)
     results = [None] * len(tasks)
     interval = 2.0 if sys.stderr.isatty() else 10.0  # a saved notebook keeps every refresh
@@ -151,7 +169,7 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
     try:
         while pending:
             just_done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            while True:
+            while q is not None:
                 try:
                     i, value = q.get_nowait()
                 except (queue_mod.Empty, EOFError, OSError):
@@ -177,7 +195,8 @@ def sweep(tasks: list[Task], *, executor: Executor | None = None, workers: int =
         bar.close()
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
-        manager.shutdown()
+        if manager is not None:
+            manager.shutdown()
     return results
 
 

@@ -1,19 +1,11 @@
-"""Algorithm 1 of the paper (AEVB), and the loop that wake-sleep and Monte Carlo EM share.
-
-Algorithm 1 (minibatch AEVB), with the paper's settings (Section 5, paper_spec 2):
-    repeat
-        X^M <- M = 100 datapoints drawn at random (with replacement, as anglepy did)
-        eps <- L = 1 draw from N(0, I) per datapoint
-        g   <- grad_{theta,phi} [ sum_i L^B(theta, phi; x_i, eps_i) + (M/N) log p(theta) ]
-        theta, phi <- Adagrad update with g (ascent)
-    until the budget of training samples is spent
-The gradient is (M/N) times the gradient of eq. 8 plus the log-prior (approximate MAP);
-Adagrad is insensitive to that constant. Adagrad follows anglepy: the accumulator of
-squared gradients fills for the first 100 steps before any parameter moves; its global
-step is chosen from {0.01, 0.02, 0.1} by the training bound after a short trial run.
+"""The training loop: any algorithm of ``algorithms.py`` (AEVB, wake-sleep, Monte Carlo EM)
+run to a budget of training samples, with its curve, checkpoints, provenance and verification.
 
 The x axis of the paper's curves is "# training samples evaluated": AEVB and wake-sleep
-count M per iteration; Monte Carlo EM counts what ``MCEM.step`` says it touched.
+count M per iteration; Monte Carlo EM counts what ``MCEM.step`` says it touched. The curve is
+evaluated at log-spaced sample counts (``eval_schedule``). Adagrad's global step is chosen from
+{0.01, 0.02, 0.1} by the training value after a short trial run (Section 5: "performance on the
+training set in the first few iterations"; ``choose_lr``).
 
 A run is identified by its config; its checkpoint (a dict of tensors and plain values,
 written atomically) holds everything needed to continue bit-for-bit, RNG included.
@@ -30,217 +22,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.std import tqdm
 
 from . import data as data_mod
-from . import checks
-from .checks import is_kind
-from .estimators import get_estimator, lower_bound
+from .algorithms import get_algorithm
+from .config import TrainConfig  # noqa: F401  (users import TrainConfig from here too)
 from .models import VAE, build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results"
 CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
-ALGORITHMS = ("aevb", "wake_sleep", "mcem")
-PAPER_N_TRAIN = {"mnist": 50_000, "frey_face": None}
-
-
-@dataclass
-class TrainConfig:
-    # what is trained
-    dataset: str = "mnist"
-    algorithm: str = "aevb"          # aevb | wake_sleep | mcem
-    n_z: int = 20
-    n_hidden: int = 500
-    n_train: int | None = None       # None: the paper's 50,000 for MNIST, the 1600 split for Frey
-    binarize: str | None = None      # None (grey levels) | "static" | "dynamic"
-    # AEVB
-    estimator: str = "B"             # SGVB estimator, eq. 6 (A) or eq. 7 (B)
-    batch_size: int = 100            # M
-    n_samples: int = 1               # L
-    weight_prior: bool = True        # the N(0, I) prior on weight matrices
-    # Adagrad
-    lr: float | str = "auto"         # a global step, or "auto": the paper's grid search
-    lr_grid: tuple = (0.01, 0.02, 0.1)
-    lr_trial_samples: int = 100_000
-    adagrad_warmup: int = 100
-    adagrad_eps: float = 1e-8
-    # budget and evaluation
-    samples: int = 1_000_000         # training samples evaluated (the paper's x axis)
-    eval_per_decade: int = 4
-    eval_from: int = 10_000
-    eval_n: int = 10_000             # datapoints of each split used for the curve
-    seed: int = 0
-    # wake-sleep
-    ws_logvar_scale: float = 1.0     # anglepy's recognition net used 0.1
-    # Monte Carlo EM
-    mcem_leapfrog: int = 10
-    mcem_target_accept: float = 0.9
-    mcem_init_step: float = 0.01
-    mcem_m_steps: int = 5
-    mcem_warmup: int = 10
-    # bookkeeping (not part of a run's identity)
-    name: str | None = None
-    threads: int = 1
-    checkpoint_every_s: float = 60.0
-    data_dir: str | None = None
-    results_dir: str | None = None
-    checkpoint_dir: str | None = None
-
-    RUNTIME_FIELDS = ("name", "samples", "threads", "checkpoint_every_s", "data_dir", "results_dir", "checkpoint_dir")
-
-    def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
-        data_mod._check_name(self.dataset, binarize=self.binarize)
-        get_estimator(self.estimator)
-        if self.binarize is not None and self.dataset != "mnist":
-            raise ValueError(f"binarize={self.binarize!r} is not allowed with dataset={self.dataset!r}: binarisation "
-                             f"applies to MNIST's Bernoulli decoder only (Frey Face is continuous)")
-        if isinstance(self.lr, str) and self.lr != "auto":
-            try:
-                self.lr = float(self.lr)
-            except ValueError:
-                raise ValueError(f"lr={self.lr!r} is not allowed: expected 'auto' or a positive number") from None
-        for name in ("samples", "lr_trial_samples", "eval_from"):  # counts may be given as 1e6
-            v = getattr(self, name)
-            if isinstance(v, float) and math.isfinite(v) and v == int(v):
-                setattr(self, name, int(v))
-        self.lr_grid = tuple(self.lr_grid)
-        for name, (kind, ok, allowed) in _CONFIG_RULES.items():
-            checks.check(name, getattr(self, name), kind, ok, allowed)
-        if self.n_train is None:
-            self.n_train = PAPER_N_TRAIN[self.dataset]
-        limit = data_mod.TRAIN_SIZE[self.dataset]
-        if self.n_train is not None and not (is_kind(self.n_train, int) and 1 <= self.n_train <= limit):
-            raise ValueError(f"n_train={self.n_train!r} is not allowed: expected an integer in 1..{limit} for {self.dataset}"
-                             f" (or None for the paper's)")
-        if self.name is None:
-            self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
-                         f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
-        elif not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
-            raise ValueError(f"name={self.name!r} is not allowed: expected a non-empty file name without '/'")
-
-    def identity(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
-
-
-# field: (type, check, what is allowed) -- every value of a TrainConfig is refused in one line
-_CONFIG_RULES = {
-    "n_z": (int, lambda v: v >= 1, "an integer >= 1 (latent dimensions)"),
-    "n_hidden": (int, lambda v: v >= 1, "an integer >= 1 (hidden units)"),
-    "batch_size": (int, lambda v: v >= 1, "an integer >= 1 (minibatch size M)"),
-    "n_samples": (int, lambda v: v >= 1, "an integer >= 1 (samples L per datapoint)"),
-    "weight_prior": (bool, lambda v: True, "True or False"),
-    "lr": ((str, float, int), lambda v: v == "auto" or (is_kind(v, float) and v > 0), "'auto' or a positive number"),
-    "lr_grid": (tuple, lambda v: len(v) > 0 and all(is_kind(x, float) and x > 0 for x in v),
-                "a non-empty tuple of positive numbers"),
-    "lr_trial_samples": (int, lambda v: v >= 1, "a positive number of training samples"),
-    "adagrad_warmup": (int, lambda v: v >= 0, "an integer >= 0 (steps)"),
-    "adagrad_eps": (float, lambda v: v > 0, "a positive number"),
-    "samples": (int, lambda v: v >= 1, "a positive number of training samples (e.g. 1e6)"),
-    "eval_per_decade": (int, lambda v: v >= 1, "an integer >= 1"),
-    "eval_from": (int, lambda v: v >= 1, "a positive number of training samples"),
-    "eval_n": (int, lambda v: v >= 1, "an integer >= 1 (datapoints per split for the curve)"),
-    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
-    "ws_logvar_scale": (float, lambda v: v > 0, "a positive number"),
-    "mcem_leapfrog": (int, lambda v: v >= 1, "an integer >= 1 (leapfrog steps)"),
-    "mcem_target_accept": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "mcem_init_step": (float, lambda v: v > 0, "a positive number"),
-    "mcem_m_steps": (int, lambda v: v >= 1, "an integer >= 1"),
-    "mcem_warmup": (int, lambda v: v >= 0, "an integer >= 0"),
-    "threads": (int, lambda v: v >= 1, "an integer >= 1"),
-    "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
-}
+# A run of at least this many optimiser steps compiles its update (compile="auto"): a compile costs
+# 2-15 s, the fused update saves about 1 ms per step (the benchmark, results/benchmarks.json).
+COMPILE_FROM_STEPS = 20_000
 
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-class Adagrad:
-    """torch.optim.Adagrad with anglepy's warm-up: the accumulator fills for ``warmup`` steps
-    before parameters move (the learning rate is held at 0 meanwhile)."""
-
-    def __init__(self, params, lr: float, warmup: int, eps: float):
-        self.opt = torch.optim.Adagrad(params, lr=lr, eps=eps)
-        self.lr, self.warmup, self.t = lr, warmup, 0
-
-    def ascend(self, objective: torch.Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        (-objective).backward()
-        for group in self.opt.param_groups:
-            group["lr"] = 0.0 if self.t < self.warmup else self.lr
-        self.opt.step()
-        self.t += 1
-
-    def state_dict(self):
-        return {"opt": self.opt.state_dict(), "t": self.t}
-
-    def load_state_dict(self, d):
-        self.opt.load_state_dict(d["opt"])
-        self.t = d["t"]
-
-
-class Minibatches:
-    """Random minibatches of M indices drawn with replacement (anglepy), binarised per draw
-    when dynamic binarisation is on."""
-
-    def __init__(self, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator):
-        self.X, self.M, self.rng = X, cfg.batch_size, rng
-        self.dynamic = cfg.binarize == "dynamic"
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return data_mod.binarize_batch(x, self.rng) if self.dynamic else x
-
-    def __next__(self) -> torch.Tensor:
-        return self.prepare(self.X[torch.randint(len(self.X), (self.M,), generator=self.rng)])
-
-
-class AEVB:
-    """Algorithm 1: one joint Adagrad ascent step on the SGVB minibatch estimator."""
-
-    metric = "lower bound (SGVB B, L=1)"
-
-    def __init__(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, lr: float, rng: torch.Generator):
-        self._setup(model, X, cfg, rng)
-        self.estimator = get_estimator(cfg.estimator)
-        self.opt = Adagrad(model.parameters(), lr, cfg.adagrad_warmup, cfg.adagrad_eps)
-
-    def _setup(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator) -> None:
-        """What every algorithm of the loop holds: model, config, RNG, N and its minibatches."""
-        self.model, self.cfg, self.rng, self.N = model, cfg, rng, len(X)
-        self.batches = Minibatches(X, cfg, rng)
-
-    def log_prior_term(self, params=None) -> torch.Tensor:
-        if not self.cfg.weight_prior:
-            return torch.zeros(())
-        return self.cfg.batch_size / self.N * self.model.log_weight_prior(params)  # (M/N) log p(theta)
-
-    def step(self) -> tuple[int, float]:
-        x = next(self.batches)
-        bound = self.estimator(self.model, x, self.cfg.n_samples, self.rng)
-        self.opt.ascend(bound.sum() + self.log_prior_term())
-        return len(x), bound.mean().item()
-
-    def evaluate(self, X: torch.Tensor | None, split: str) -> float | None:
-        return None if X is None else lower_bound(self.model, X, "B", seed=1000)
-
-    def state_dict(self):
-        return {"opt": self.opt.state_dict()}
-
-    def load_state_dict(self, d):
-        self.opt.load_state_dict(d["opt"])
-
-
-def get_algorithm(name: str):
-    from .baselines import MCEM, WakeSleep
-
-    return {"aevb": AEVB, "wake_sleep": WakeSleep, "mcem": MCEM}[name]
 
 
 # --- bookkeeping --------------------------------------------------------------------
@@ -401,7 +202,8 @@ class Run:
         self.cfg, self.lr = cfg, lr
         self.model = build_model(cfg, X_train.shape[1])
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.algorithm = get_algorithm(cfg.algorithm)(self.model, X_train, cfg, lr, self.rng)
+        compile = cfg.compile is True or (cfg.compile == "auto" and cfg.samples // cfg.batch_size >= COMPILE_FROM_STEPS)
+        self.algorithm = get_algorithm(cfg.algorithm)(self.model, X_train, cfg, lr, self.rng, compile=compile)
         self.samples_seen, self.steps, self.train_time = 0, 0, 0.0
 
     def step(self) -> float:
@@ -489,9 +291,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     every step (a sweep's shared progress bar). While it trains, the process holds the run's
     lock (``RunLock``): a second process starting the same run is refused.
     """
-    with RunLock(checkpoint_path(cfg)):
-        return _train(cfg, checkpoint_path(cfg), progress=progress, log=log, stop_after_steps=stop_after_steps,
-                      on_progress=on_progress)
+    flush = torch.set_flush_denormal(True)  # denormal floats (< 1e-38) slow the update tenfold; their value is nil
+    try:
+        with RunLock(checkpoint_path(cfg)):
+            return _train(cfg, checkpoint_path(cfg), progress=progress, log=log, stop_after_steps=stop_after_steps,
+                          on_progress=on_progress)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
 
 
 def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps, on_progress) -> dict:

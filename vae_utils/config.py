@@ -1,0 +1,133 @@
+"""What a training run is: its config, one visible block of knobs (nanoGPT-style).
+
+Every field is checked when the config is made (``_CONFIG_RULES``); a bad value is refused in
+one line naming the field and what is allowed. A run is identified by ``identity()``: every
+field except the runtime ones (name, budget, threads, compilation, paths), which change how
+and where a run is computed but not what it computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from . import checks
+from . import data as data_mod
+from .checks import is_kind
+from .estimators import get_estimator
+
+ALGORITHMS = ("aevb", "wake_sleep", "mcem")
+PAPER_N_TRAIN = {"mnist": 50_000, "frey_face": None}
+
+
+@dataclass
+class TrainConfig:
+    # what is trained
+    dataset: str = "mnist"
+    algorithm: str = "aevb"          # aevb | wake_sleep | mcem
+    n_z: int = 20
+    n_hidden: int = 500
+    n_train: int | None = None       # None: the paper's 50,000 for MNIST, the 1600 split for Frey
+    binarize: str | None = None      # None (grey levels) | "static" | "dynamic"
+    # AEVB
+    estimator: str = "B"             # SGVB estimator, eq. 6 (A) or eq. 7 (B)
+    batch_size: int = 100            # M
+    n_samples: int = 1               # L
+    weight_prior: bool = True        # the N(0, I) prior on weight matrices
+    # Adagrad
+    lr: float | str = "auto"         # a global step, or "auto": the paper's grid search
+    lr_grid: tuple = (0.01, 0.02, 0.1)
+    lr_trial_samples: int = 100_000
+    adagrad_warmup: int = 100
+    adagrad_eps: float = 1e-8
+    # budget and evaluation
+    samples: int = 1_000_000         # training samples evaluated (the paper's x axis)
+    eval_per_decade: int = 4
+    eval_from: int = 10_000
+    eval_n: int = 10_000             # datapoints of each split used for the curve
+    seed: int = 0
+    # wake-sleep
+    ws_logvar_scale: float = 1.0     # anglepy's recognition net used 0.1
+    # Monte Carlo EM
+    mcem_leapfrog: int = 10
+    mcem_target_accept: float = 0.9
+    mcem_init_step: float = 0.01
+    mcem_m_steps: int = 5
+    mcem_warmup: int = 10
+    # bookkeeping (not part of a run's identity)
+    name: str | None = None
+    threads: int = 1
+    compile: bool | str = "auto"     # torch.compile the optimiser update: True | False | "auto" (long runs)
+    checkpoint_every_s: float = 60.0
+    data_dir: str | None = None
+    results_dir: str | None = None
+    checkpoint_dir: str | None = None
+
+    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "checkpoint_every_s", "data_dir", "results_dir",
+                      "checkpoint_dir")
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        data_mod._check_name(self.dataset, binarize=self.binarize)
+        get_estimator(self.estimator)
+        if self.binarize is not None and self.dataset != "mnist":
+            raise ValueError(f"binarize={self.binarize!r} is not allowed with dataset={self.dataset!r}: binarisation "
+                             f"applies to MNIST's Bernoulli decoder only (Frey Face is continuous)")
+        if isinstance(self.lr, str) and self.lr != "auto":
+            try:
+                self.lr = float(self.lr)
+            except ValueError:
+                raise ValueError(f"lr={self.lr!r} is not allowed: expected 'auto' or a positive number") from None
+        for name in ("samples", "lr_trial_samples", "eval_from"):  # counts may be given as 1e6
+            v = getattr(self, name)
+            if isinstance(v, float) and math.isfinite(v) and v == int(v):
+                setattr(self, name, int(v))
+        self.lr_grid = tuple(self.lr_grid)
+        for name, (kind, ok, allowed) in _CONFIG_RULES.items():
+            checks.check(name, getattr(self, name), kind, ok, allowed)
+        if self.n_train is None:
+            self.n_train = PAPER_N_TRAIN[self.dataset]
+        limit = data_mod.TRAIN_SIZE[self.dataset]
+        if self.n_train is not None and not (is_kind(self.n_train, int) and 1 <= self.n_train <= limit):
+            raise ValueError(f"n_train={self.n_train!r} is not allowed: expected an integer in 1..{limit} for {self.dataset}"
+                             f" (or None for the paper's)")
+        if self.name is None:
+            self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
+                         f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
+        elif not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"name={self.name!r} is not allowed: expected a non-empty file name without '/'")
+
+    def identity(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
+
+
+# field: (type, check, what is allowed) -- every value of a TrainConfig is refused in one line
+_CONFIG_RULES = {
+    "n_z": (int, lambda v: v >= 1, "an integer >= 1 (latent dimensions)"),
+    "n_hidden": (int, lambda v: v >= 1, "an integer >= 1 (hidden units)"),
+    "batch_size": (int, lambda v: v >= 1, "an integer >= 1 (minibatch size M)"),
+    "n_samples": (int, lambda v: v >= 1, "an integer >= 1 (samples L per datapoint)"),
+    "weight_prior": (bool, lambda v: True, "True or False"),
+    "lr": ((str, float, int), lambda v: v == "auto" or (is_kind(v, float) and v > 0), "'auto' or a positive number"),
+    "lr_grid": (tuple, lambda v: len(v) > 0 and all(is_kind(x, float) and x > 0 for x in v),
+                "a non-empty tuple of positive numbers"),
+    "lr_trial_samples": (int, lambda v: v >= 1, "a positive number of training samples"),
+    "adagrad_warmup": (int, lambda v: v >= 0, "an integer >= 0 (steps)"),
+    "adagrad_eps": (float, lambda v: v > 0, "a positive number"),
+    "samples": (int, lambda v: v >= 1, "a positive number of training samples (e.g. 1e6)"),
+    "eval_per_decade": (int, lambda v: v >= 1, "an integer >= 1"),
+    "eval_from": (int, lambda v: v >= 1, "a positive number of training samples"),
+    "eval_n": (int, lambda v: v >= 1, "an integer >= 1 (datapoints per split for the curve)"),
+    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "ws_logvar_scale": (float, lambda v: v > 0, "a positive number"),
+    "mcem_leapfrog": (int, lambda v: v >= 1, "an integer >= 1 (leapfrog steps)"),
+    "mcem_target_accept": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "mcem_init_step": (float, lambda v: v > 0, "a positive number"),
+    "mcem_m_steps": (int, lambda v: v >= 1, "an integer >= 1"),
+    "mcem_warmup": (int, lambda v: v >= 0, "an integer >= 0"),
+    "threads": (int, lambda v: v >= 1, "an integer >= 1"),
+    "compile": ((bool, str), lambda v: v in (True, False, "auto"), "True, False or 'auto'"),
+    "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
+}
