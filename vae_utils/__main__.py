@@ -108,6 +108,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default=None)
     b.add_argument("--out", default=None, help="results JSON (default results/benchmarks.json)")
 
+    fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper (issue 10): run them, or tabulate")
+    fd.add_argument("action", choices=("run", "table"))
+    fd.add_argument("--gap", default=None, help="frey_face | wake_sleep (default: every gap, table only)")
+    fd.add_argument("--seeds", default="0", help="comma-separated seeds")
+    fd.add_argument("--samples", type=_count, default=1e6)
+    fd.add_argument("--only", default=None, help="comma-separated experiment names")
+    fd.add_argument("--workers", type=int, default=0)
+
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
     r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
                    "(default $AEVB_REFERENCE_DIR)")
@@ -189,6 +197,20 @@ def _run(args) -> int:
         record = run_benchmark(repeats=args.repeats, min_time=args.min_time, only=only, sweep_samples=args.sweep_samples,
                                data_dir=args.data_dir, out=Path(args.out) if args.out else None)
         print(table(record))
+        return 0
+    if args.command == "fidelity":
+        from . import fidelity as FD
+
+        if args.action == "run":
+            if args.gap is None:
+                raise ValueError("fidelity run needs --gap (frey_face or wake_sleep)")
+            seeds = [int(s) for s in args.seeds.split(",")]
+            names = args.only.split(",") if args.only else None
+            FD.run(args.gap, seeds, args.samples, names, workers=args.workers)
+            return 0
+        for gap in ([args.gap] if args.gap else sorted({e.gap for e in FD.EXPERIMENTS})):
+            print(f"\n{gap}\n")
+            print(FD.markdown(FD.table(gap)))
         return 0
     if args.command == "report":
         from . import plotting as P

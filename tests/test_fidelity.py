@@ -1,0 +1,28 @@
+"""The fidelity tables read our curves at the paper's sample counts (issue 10)."""
+
+import pytest
+
+from vae_utils import fidelity
+from vae_utils.plotting import load_paper_curves
+
+
+def test_the_mcem_count_that_generated_a_curve_is_the_one_that_matches_it():
+    paper = sorted((r["training_samples"], r["value"]) for r in load_paper_curves() if r["figure"] == "figure3"
+                   and r["method"] == "mcem" and r["n_train"] == "1000" and r["split"] == "train")
+    truth = "(L+1) N + 5M (every gradient evaluation of the E-step)"
+    ours = fidelity.MCEM_COUNTS[next(iter(fidelity.MCEM_COUNTS))]
+    # a run whose curve is the paper's, had the paper counted every gradient evaluation
+    record = {"points": [{"samples": x * ours / fidelity.MCEM_COUNTS[truth], "train": {"appendix_d": v}}
+                         for x, v in paper]}
+    rows = {r["count"]: r for r in fidelity.mcem_xaxis_table(record)}
+    assert len(rows[truth]["points"]) == len(paper)
+    assert all(abs(p["ours_minus_paper"]) < 1e-9 for p in rows[truth]["points"])
+    others = [p for label, r in rows.items() if label != truth for p in r["points"]]
+    assert others and all(abs(p["ours_minus_paper"]) > 0.1 for p in others)
+
+
+def test_an_unknown_gap_or_experiment_is_refused():
+    with pytest.raises(ValueError, match="unknown gap 'mcem_x'; valid: frey_face, wake_sleep"):
+        fidelity.experiments("mcem_x")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        fidelity.run("frey_face", names=["frey_lr0.5"])
