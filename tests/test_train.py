@@ -245,3 +245,14 @@ def test_one_writer_per_run(tmp_path, data_dir):
                         checkpoint_dir=str(tmp_path / "ckpt"), results_dir=str(tmp_path / "results"))
     resumed = T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=10)
     assert resumed["samples_seen"] > 1000
+
+
+def test_a_record_without_a_field_added_later_counts_as_its_default():
+    from vae_utils.config import identity_differences
+
+    cfg = T.TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=1000)
+    old = {k: v for k, v in cfg.identity().items() if k != "mcem_step_rule"}  # written before the field existed
+    assert identity_differences(old, cfg) == {}
+    variant = T.TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=1000, mcem_step_rule="uncapped2013")
+    assert identity_differences(old, variant) == {"mcem_step_rule": ("capped", "uncapped2013")}
+    assert identity_differences({**old, "n_z": 5}, cfg) == {"n_z": (5, 3)}

@@ -237,7 +237,11 @@ class MCEM(AEVB):
         self._setup(model, X, cfg, rng, compile)  # its minibatches serve only dynamic binarisation
         self.X = X
         self.z = torch.randn(len(X), model.z_dim, generator=rng)  # chains start at prior draws
-        self.step_size = GlobalStepSize(cfg.mcem_init_step, cfg.mcem_target_accept)
+        # anglepy's autotune multiplies or divides the step by 1.02 ** (number of chains): capped at
+        # 1.25 in 2014 (hmc.py@55f25be), uncapped in 2013 (hmc.py@29d7e2e), where with N chains it jumps
+        # by 1.02 ** N (4e8 for N = 1000) and so alternates between two values instead of tuning
+        factor = 1.25 if cfg.mcem_step_rule == "capped" else 1.02 ** len(X)
+        self.step_size = GlobalStepSize(cfg.mcem_init_step, cfg.mcem_target_accept, factor)
         self.opt = self._adagrad(model.parameters(), lr, cfg.mcem_warmup)
         self.cursor, self.last_accept = 0, float("nan")
 

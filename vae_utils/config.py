@@ -55,6 +55,7 @@ class TrainConfig:
     mcem_init_step: float = 0.01
     mcem_m_steps: int = 5
     mcem_warmup: int = 10
+    mcem_step_rule: str = "capped"   # step x or / 1.25 (anglepy 2014) | "uncapped2013": 1.02 ** N (anglepy 2013)
     # bookkeeping (not part of a run's identity)
     name: str | None = None
     threads: int = 1
@@ -127,7 +128,20 @@ _CONFIG_RULES = {
     "mcem_init_step": (float, lambda v: v > 0, "a positive number"),
     "mcem_m_steps": (int, lambda v: v >= 1, "an integer >= 1"),
     "mcem_warmup": (int, lambda v: v >= 0, "an integer >= 0"),
+    "mcem_step_rule": (str, lambda v: v in ("capped", "uncapped2013"), "'capped' or 'uncapped2013'"),
     "threads": (int, lambda v: v >= 1, "an integer >= 1"),
     "compile": ((bool, str), lambda v: v in (True, False, "auto"), "True, False or 'auto'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
 }
+
+
+def identity_differences(recorded: dict, cfg: TrainConfig) -> dict:
+    """Fields where a recorded run's identity (a checkpoint's or results file's config) differs
+    from ``cfg``'s, as {field: (recorded, now)}. A field the record lacks was added to the config
+    later, with a default that computes what the code did before: it counts as that default."""
+    import json
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    now = json.loads(json.dumps(cfg.identity(), default=str))  # as a JSON record holds it (tuples as lists)
+    old = json.loads(json.dumps(recorded, default=str))
+    return {k: (old.get(k, defaults.get(k)), v) for k, v in now.items() if old.get(k, defaults.get(k)) != v}

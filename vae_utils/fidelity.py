@@ -156,16 +156,25 @@ MCEM_COUNTS = {
 MCEM_CURVE_POINTS = [150_000, 300_000, 600_000, 1_000_500, 2_001_000, 3_000_000, 5_001_000, 10_000_500]
 
 
-def mcem_curve_config(seed: int = 0, samples: int = 10_000_500) -> TrainConfig:
+MCEM_VARIANTS = {
+    "capped": ("mcem_xaxis", "today: global HMC step x or / 1.25 toward 90% acceptance",
+               "anglepy hmc.py@55f25be `factor = min(max_factor, alpha**float(min(100, accept.size)))`"),
+    "uncapped2013": ("mcem_uncapped2013", "the step x or / 1.02^N (N = 1000 chains: 4e8), which alternates",
+                     "anglepy hmc.py@29d7e2e `stepsize[0] /= alpha**float(accept.size)`, alpha = 1.02"),
+}
+
+
+def mcem_curve_config(seed: int = 0, samples: int = 10_000_500, step_rule: str = "capped") -> TrainConfig:
     return TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=MCEM_N, seed=seed, samples=samples,
-                       name=f"mcem_xaxis_seed{seed}", results_dir=str(FIDELITY_DIR), checkpoint_dir=str(CHECKPOINTS))
+                       mcem_step_rule=step_rule, name=f"{MCEM_VARIANTS[step_rule][0]}_seed{seed}",
+                       results_dir=str(FIDELITY_DIR), checkpoint_dir=str(CHECKPOINTS))
 
 
-def mcem_curve(seed: int = 0, ll_n: int = 200):
+def mcem_curve(seed: int = 0, ll_n: int = 200, step_rule: str = "capped"):
     """MCEM on N = 1000 to 1e7 samples, Appendix-D log p(x) of 200 train and test images at 8 points."""
     from .experiments import figure3_job
 
-    return figure3_job(mcem_curve_config(seed), MCEM_CURVE_POINTS, ll_n, 0)
+    return figure3_job(mcem_curve_config(seed, step_rule=step_rule), MCEM_CURVE_POINTS, ll_n, 0)
 
 
 def _interp_log(points: list[tuple[float, float]], x: float) -> float | None:

@@ -21,7 +21,6 @@ shows one bar over all tasks, with rate and ETA. On a dask cluster the bar moves
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -34,6 +33,7 @@ from typing import Callable
 import torch
 from tqdm.std import tqdm  # plain text: renders in terminals, Jupyter and saved notebooks alike
 
+from .config import identity_differences
 from .train import TrainConfig, read_json, results_path, train
 
 
@@ -42,8 +42,7 @@ class MissingResultError(FileNotFoundError):
 
 
 def _same_identity(recorded_config: dict, cfg: TrainConfig) -> bool:
-    want = json.loads(json.dumps(cfg.identity(), default=str))
-    return all(recorded_config.get(k) == v for k, v in want.items())
+    return not identity_differences(recorded_config, cfg)
 
 
 def finished_result(cfg: TrainConfig) -> dict | None:

@@ -29,7 +29,7 @@ from tqdm.std import tqdm
 
 from . import data as data_mod
 from .algorithms import get_algorithm
-from .config import TrainConfig  # noqa: F401  (users import TrainConfig from here too)
+from .config import TrainConfig, identity_differences  # users import TrainConfig from here too
 from .models import VAE, build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -311,8 +311,8 @@ def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps
 
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        if ckpt["config"] != cfg.identity():
-            diff = {k: (ckpt["config"].get(k), v) for k, v in cfg.identity().items() if ckpt["config"].get(k) != v}
+        diff = identity_differences(ckpt["config"], cfg)
+        if diff:
             raise ValueError(f"checkpoint {ckpt_path} belongs to a different run (field: (checkpoint, now) {diff}); "
                              f"pass another --name or delete the checkpoint")
         lr, lr_trials, curve = ckpt["lr"], ckpt["lr_trials"], ckpt["curve"]
