@@ -155,6 +155,8 @@ def test_real_frey_face_run_improves_the_bound(tmp_path, data_dir):
 
 BAD_CONFIGS = [  # (TrainConfig fields, the one-line message) -- the CLI prints the same line, exit 2
     ({"n_hidden": 0}, "n_hidden=0 is not allowed: expected an integer >= 1 (hidden units)"),
+    ({"mcem_step_rule": "2013"}, "mcem_step_rule='2013' is not allowed: expected 'capped' or 'uncapped2013'"),
+    ({"compile": "always"}, "compile='always' is not allowed: expected True, False or 'auto'"),
     ({"n_z": 0}, "n_z=0 is not allowed: expected an integer >= 1 (latent dimensions)"),
     ({"n_z": -3}, "n_z=-3 is not allowed: expected an integer >= 1"),
     ({"n_z": 2.5}, "n_z=2.5 is not allowed: expected an integer >= 1"),

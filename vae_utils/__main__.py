@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-trial-samples", type=_count, default=1e5)
     t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve")
     t.add_argument("--ws-logvar-scale", type=float, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
+    t.add_argument("--mcem-step-rule", choices=("capped", "uncapped2013"), default="capped",
+                   help="MCEM's HMC step tuning: x or / 1.25 (anglepy 2014) or 1.02^N (anglepy 2013)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
@@ -107,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sweep-samples", type=_count, default=3e5, help="training samples per run of the sweep workload")
     b.add_argument("--data-dir", default=None)
     b.add_argument("--out", default=None, help="results JSON (default results/benchmarks.json)")
+    b.add_argument("--resume", action="store_true", help="keep the workloads already measured in --out")
 
     fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper (issue 10): run them, or tabulate")
     fd.add_argument("action", choices=("run", "table"))
@@ -155,7 +158,8 @@ def _run(args) -> int:
         cfg = TrainConfig(dataset=args.dataset, algorithm=args.algorithm, n_z=args.nz, n_hidden=hidden,
                           n_train=args.n_train, binarize=args.binarize, estimator=args.estimator,
                           samples=args.samples, lr=args.lr, lr_trial_samples=args.lr_trial_samples,
-                          eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale, seed=args.seed,
+                          eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale,
+                          mcem_step_rule=args.mcem_step_rule, seed=args.seed,
                           threads=args.threads, compile={"yes": True, "no": False}.get(args.compile, "auto"),
                           name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
@@ -195,7 +199,7 @@ def _run(args) -> int:
 
         only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
         record = run_benchmark(repeats=args.repeats, min_time=args.min_time, only=only, sweep_samples=args.sweep_samples,
-                               data_dir=args.data_dir, out=Path(args.out) if args.out else None)
+                               data_dir=args.data_dir, out=Path(args.out) if args.out else None, resume=args.resume)
         print(table(record))
         return 0
     if args.command == "fidelity":

@@ -86,6 +86,9 @@ class _CompiledOrEager:
     def __init__(self, fn):
         self.fn, self.compiled = fn, None
         if compiler_available():
+            # one compiled variant per optimiser shape set: a sweep worker trains many runs in turn,
+            # more than dynamo's default of 8 variants per function, after which it stops compiling
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
             self.compiled = torch.compile(fn, fullgraph=True, dynamic=False)
         else:
             warnings.warn("no C++ compiler found for torch.compile: the optimiser update runs in eager mode",

@@ -340,23 +340,37 @@ WORKLOADS = {
     "wake_sleep": ("wake-sleep step, MNIST 784-500-20, M=100", (1,),
                    lambda d: workload_training("wake_sleep", "mnist", True, d)),
     "mcem": ("MCEM iteration, 50,000 chains, Figure-3 model 784-100-3", (1,), workload_mcem),
-    "appendix_d": ("Appendix-D estimate, 1000 test points, Figure-3 model", (1,), workload_appendix_d),
+    "appendix_d": ("Appendix-D estimate, 1000 test points, Figure-3 model", (1,),
+                   lambda d: workload_appendix_d(data_dir=d)),
     "evaluation": ("test-set bound (SGVB B), 10,000 points, 784-500-20", (1,), workload_evaluation),
     "sweep": ("two AEVB runs (MNIST Nz=20): 2 one-thread processes vs one after another at 2 threads", (2,), None),
 }
 
 
 def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_samples: int = 300_000,
-                  data_dir=None, out: Path | None = None, progress: bool = True) -> dict:
+                  data_dir=None, out: Path | None = None, progress: bool = True, resume: bool = False) -> dict:
+    """Measure the workloads (``only``: a subset) and write the record after each one; with
+    ``resume`` the workloads already in ``out`` (same settings) are kept and not measured again."""
     checks.at_least("repeats", repeats)
     checks.positive("min_time", min_time)
     names = list(WORKLOADS) if only is None else list(only)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise ValueError(f"unknown workload {unknown[0]!r}; valid: {', '.join(WORKLOADS)}")
+    out = out or RESULTS_DIR / "benchmarks.json"
+    settings = {"repeats": repeats, "min_time_s": min_time, "sweep_samples": sweep_samples,
+                "compiler_available": compiler_available()}
+    results = {}
+    if resume and out.is_file():
+        from .train import read_json
+
+        previous = read_json(out)
+        if previous.get("settings") == settings:
+            results = previous["results"]
     flush = torch.set_flush_denormal(True)  # as train() runs
-    results, threads_before = {}, torch.get_num_threads()
-    jobs = [(n, t) for n in names for t in WORKLOADS[n][1]]
+    threads_before = torch.get_num_threads()
+    jobs = [(n, t) for n in names for t in WORKLOADS[n][1] if f"{n}@{t}" not in results]
+    session = provenance()
     try:
         for name, threads in tqdm(jobs, desc="benchmark", disable=not progress):
             torch.set_num_threads(threads)
@@ -368,7 +382,9 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
                 r = measure(workload, max(1, repeats // 2) if slow else repeats, min_time)
                 if name == "aevb_mnist":  # what keeps it from the limit
                     r["profile"] = profile_ours(workload["ours"])
-            results[f"{name}@{threads}"] = {"workload": name, "description": WORKLOADS[name][0], "threads": threads, **r}
+            results[f"{name}@{threads}"] = {"workload": name, "description": WORKLOADS[name][0], "threads": threads,
+                                            **r, "provenance": session}
+            atomic_write_json(out, {"settings": settings, "results": results, "provenance": session})
         if "sweep@2" in results and "aevb_mnist@1" in results:  # the same runs' limit: two 1-thread matmul limits
             r = results["sweep@2"]
             r["median"]["limit"] = 2 * results["aevb_mnist@1"]["median"]["limit"]
@@ -377,10 +393,8 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
         torch.set_num_threads(threads_before)
         if flush:
             torch.set_flush_denormal(False)
-    record = {"settings": {"repeats": repeats, "min_time_s": min_time, "sweep_samples": sweep_samples,
-                           "compiler_available": compiler_available()},
-              "results": results, "provenance": provenance()}
-    atomic_write_json(out or RESULTS_DIR / "benchmarks.json", record)
+    record = {"settings": settings, "results": results, "provenance": session}
+    atomic_write_json(out, record)
     return record
 
 

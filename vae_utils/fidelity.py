@@ -204,3 +204,38 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
                 diffs.append({"paper_samples": x, "ours": ours, "paper": value, "ours_minus_paper": ours - value})
         rows.append({"count": label, "per_iteration": per_iteration, "points": diffs})
     return rows
+
+
+# --- the tables of the README ----------------------------------------------------------
+
+def ais_markdown(record: dict) -> str:
+    """``ais_calibration``'s record as a table: per model and split, each estimator's mean |error|
+    (bias ± its standard error, spread) against quadrature, and seconds per 1000 points."""
+    names = {"aevb": "AEVB", "wake_sleep": "wake-sleep", "mcem": "MCEM"}
+    lines = ["| model | split | AIS mean abs. error | AIS bias ± se | AIS sd | App. D mean abs. error (bias) | IS mean abs. error (bias) | "
+             "s/1000 AIS / App. D / IS | BDMC gap (simulated) |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in record["models"]:
+        for split, s in m["splits"].items():
+            a, d, i = s["ais"], s["appendix_d"], s.get("importance")
+            is_err = f"{i['mean_abs_error']:.2f} ({i['bias']:+.2f})" if i else "—"
+            is_cost = f"{i['seconds_per_1000']:.0f}" if i else "—"
+            gap = f"{m['bdmc']['gap']:+.3f} ± {m['bdmc']['gap_sem']:.3f}" if split == "train" else ""
+            lines.append(f"| {names[m['algorithm']]} N={m['n_train']} | {split} | {a['mean_abs_error']:.3f} | "
+                         f"{a['bias']:+.3f} ± {a['bias_sem']:.3f} | {a['std']:.3f} | {d['mean_abs_error']:.2f} "
+                         f"({d['bias']:+.2f}) | {is_err} | {a['seconds_per_1000']:.0f} / {d['seconds_per_1000']:.0f} / "
+                         f"{is_cost} | {gap} |")
+    return "\n".join(lines)
+
+
+def mcem_markdown(tables: dict[str, list[dict]]) -> str:
+    """Rows of ``mcem_xaxis_table`` (per split) as one table: ours − paper at each paper point."""
+    lines = ["| x axis counts per iteration | samples/iteration | train: ours − paper at 2e6 / 5e6 / 1e7 | "
+             "test: ours − paper at 2e6 / 5e6 / 1e7 |", "|---|---|---|---|"]
+    by_split = {split: {r["count"]: r for r in rows} for split, rows in tables.items()}
+    for count, row in by_split["train"].items():
+        cells = []
+        for split in ("train", "test"):
+            pts = {p["paper_samples"]: p["ours_minus_paper"] for p in by_split[split][count]["points"]}
+            cells.append(" / ".join(f"{pts[x]:+.1f}" if x in pts else "—" for x in (2e6, 5e6, 1e7)))
+        lines.append(f"| {count} | {row['per_iteration']:,} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)

@@ -471,10 +471,12 @@ def error_stats(errors: np.ndarray) -> dict:
 
 def estimator_accuracy(model, x: torch.Tensor, exact, l_values=(10, 50, 200), k_values=(10, 100, 1000, 10000),
                        seed: int = 0, repeats: int = 1, *, n_leapfrog: int = 4, n_burnin: int = 100,
-                       is_batch: int = 100, is_chunk: int = 250) -> list[dict]:
-    """Error of the Appendix-D estimator (L posterior samples, for L in ``l_values``) and of
+                       is_batch: int = 100, is_chunk: int = 250, ais_steps=(), ais_chains: int = 24,
+                       ais_leapfrog: int = 2) -> list[dict]:
+    """Error of the Appendix-D estimator (L posterior samples, for L in ``l_values``), of
     importance sampling with the encoder (K samples, for K in ``k_values``; skipped when the
-    model has no encoder) against the exact log p(x) of every row of ``x``.
+    model has no encoder) and of AIS (T annealing steps, for T in ``ais_steps``, ``ais_chains``
+    chains) against the exact log p(x) of every row of ``x``.
 
     Every estimator runs ``repeats`` times on all of ``x`` (one batch), with independent random
     streams; the cost is the median over the repeats. Returns one row per setting:
@@ -520,6 +522,14 @@ def estimator_accuracy(model, x: torch.Tensor, exact, l_values=(10, 50, 200), k_
             e, sec, _ = run(importance, 1, j)
             rows.append({"estimator": "importance", "samples": int(K), **error_stats(e),
                          "seconds_per_1000": 1000 * sec / len(x), "errors": e.tolist()})
+    for j, T in enumerate(ais_steps):
+        def ais(g, T=int(T)):
+            seed_r = int(torch.randint(2**31 - 1, (), generator=g))  # AIS takes a seed: one from this stream
+            return ais_log_likelihood(model, x, num_steps=T, num_chains=ais_chains, n_leapfrog=ais_leapfrog,
+                                      seed=seed_r).double().numpy(), None
+        e, sec, _ = run(ais, 2, j)
+        rows.append({"estimator": "ais", "samples": int(T), **error_stats(e),
+                     "seconds_per_1000": 1000 * sec / len(x), "errors": e.tolist()})
     return rows
 
 
@@ -530,13 +540,15 @@ def estimator_accuracy(model, x: torch.Tensor, exact, l_values=(10, 50, 200), k_
 # and it agreed with the default to 1e-5 nat on our models; the check grid reports it per run.
 _FAST_QUADRATURE = {"n_grid": 30, "n_coarse": 24, "width": 6.0}
 ACCURACY_SETTINGS = {
-    "smoke":    {"l_values": [10, 50, 200], "k_values": [10, 100, 1000], "repeats": 2,
+    "smoke":    {"l_values": [10, 50, 200], "k_values": [10, 100, 1000], "ais_steps": [10, 50], "repeats": 2,
                  "dims": [2, 3, 5, 10, 20], "dims_n": 20, "quadrature": _FAST_QUADRATURE},
-    "quick":    {"l_values": [10, 50, 200], "k_values": [10, 100, 1000, 10000], "repeats": 3,
+    "quick":    {"l_values": [10, 50, 200], "k_values": [10, 100, 1000, 10000], "ais_steps": [100, 1000], "repeats": 3,
                  "dims": [2, 3, 5, 10, 20], "dims_n": 50, "quadrature": _FAST_QUADRATURE},
-    "standard": {"l_values": [10, 50, 200, 1000], "k_values": [10, 100, 1000, 10000], "repeats": 4,
+    "standard": {"l_values": [10, 50, 200, 1000], "k_values": [10, 100, 1000, 10000], "ais_steps": [100, 300, 1000],
+                 "repeats": 4,
                  "dims": [2, 3, 5, 10, 20, 50], "dims_n": 100, "quadrature": {}},
-    "paper":    {"l_values": [10, 50, 200, 1000], "k_values": [10, 100, 1000, 10000, 100000], "repeats": 4,
+    "paper":    {"l_values": [10, 50, 200, 1000], "k_values": [10, 100, 1000, 10000, 100000],
+                 "ais_steps": [100, 300, 1000, 3000], "repeats": 4,
                  "dims": [2, 3, 5, 10, 20, 50], "dims_n": 200, "quadrature": {}},
 }
 
@@ -549,6 +561,7 @@ def accuracy_settings(budget, seed: int = 0) -> dict:
     s = json.loads(json.dumps(ACCURACY_SETTINGS[budget.name]))  # a copy the caller may not alter ours through
     return {"n": int(budget.accuracy_n), "seed": int(seed), **s,
             "hmc": {"n_leapfrog": 4, "n_burnin": 100, "n_init": 256, "target_accept": 0.9},
+            "ais": {"num_chains": 24, "n_leapfrog": 2},
             "quadrature_check": {"factor": 1.3}}
 
 
@@ -571,7 +584,8 @@ def _cached(path: Path, settings: dict, identity: dict | None, allow: bool, what
 def accuracy_work(settings: dict, has_encoder: bool = True) -> int:
     """Progress units of ``estimator_accuracy_job``: one per quadrature point, one for the
     quadrature check, one per estimator setting."""
-    return 2 * settings["n"] + 1 + len(settings["l_values"]) + (len(settings["k_values"]) if has_encoder else 0)
+    return (2 * settings["n"] + 1 + len(settings["l_values"]) + len(settings["ais_steps"])
+            + (len(settings["k_values"]) if has_encoder else 0))
 
 
 def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, report=None) -> dict:
@@ -625,8 +639,9 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
     tick()
     rows = estimator_accuracy(model, x, exact, settings["l_values"], settings["k_values"], settings["seed"],
                               settings["repeats"], n_leapfrog=settings["hmc"]["n_leapfrog"],
-                              n_burnin=settings["hmc"]["n_burnin"])
-    tick(len(settings["l_values"]) + len(settings["k_values"]))
+                              n_burnin=settings["hmc"]["n_burnin"], ais_steps=settings["ais_steps"],
+                              ais_chains=settings["ais"]["num_chains"], ais_leapfrog=settings["ais"]["n_leapfrog"])
+    tick(len(settings["l_values"]) + len(settings["k_values"]) + len(settings["ais_steps"]))
     record = {"name": cfg.name, "algorithm": cfg.algorithm, "n_z": model.z_dim, "config": dataclasses.asdict(cfg),
               "identity": identity, "settings": settings, "seed": settings["seed"], "splits": splits,
               "exact": exact, "quadrature": {**quad, "seconds_per_point": quad_seconds,
@@ -680,7 +695,8 @@ def dimension_study_job(settings: dict, results_dir, allow_training: bool = True
     return record
 
 
-ESTIMATOR_LABELS = {"appendix_d": "Appendix D (HMC + KDE)", "importance": "importance sampling (encoder)"}
+ESTIMATOR_LABELS = {"appendix_d": "Appendix D (HMC + KDE)", "importance": "importance sampling (encoder)",
+                    "ais": "AIS (annealed importance sampling)"}
 ALGORITHM_LABELS = {"aevb": "AEVB", "wake_sleep": "Wake-Sleep", "mcem": "MCEM"}
 PAPER_L = 50  # Appendix E: 50 posterior samples per datapoint, 4 leapfrog steps
 
@@ -752,6 +768,15 @@ def accuracy_claims(records: list[dict], dims: dict | None = None, tol: float = 
         rows.append({"claim": f"importance-sampling error falls as K grows (K = {lo} -> {hi})",
                      "measured": ", ".join(f"{k} {a:.2f} -> {b:.2f}" for k, (a, b, *_) in f.items()),
                      "held": all(b < a for a, b, *_ in f.values())})
+    ais = {short[id(r)]: rows_by(r["rows"], "ais") for r in records}
+    ais = {k: v[max(v)] for k, v in ais.items() if v}
+    if ais:
+        T = max(row["samples"] for row in ais.values())
+        rows.append({"claim": f"AIS with T = {T} steps is within {AIS_TOLERANCE:g} nat of the truth on every model "
+                              f"(mean abs error), and unbiased within 3 standard errors or {AIS_TOLERANCE:g} nat",
+                     "measured": ", ".join(f"{k} {v['mean_abs_error']:.2f} ({v['bias']:+.2f})" for k, v in ais.items()),
+                     "held": all(v["mean_abs_error"] < AIS_TOLERANCE and
+                                 abs(v["bias"]) <= max(3 * (v["bias_sem"] or 0), AIS_TOLERANCE) for v in ais.values())})
     if dims:
         d = {row["n_z"]: row["mean_abs_error"] for row in dims["rows"] if row["samples"] == PAPER_L}
         low = [v for k, v in d.items() if k <= 3]
@@ -804,9 +829,9 @@ def equal_cost_k(rows: list[dict], seconds_per_1000: float) -> float | None:
 def cost_rows(records: list[dict], settings: dict) -> list[dict]:
     """Seconds per 1000 datapoints: one row per estimator setting, one column per run name."""
     out = []
-    for est, key in (("appendix_d", "l_values"), ("importance", "k_values")):
-        for n in settings[key]:
-            row = {"setting": f"{ESTIMATOR_LABELS[est]}, {'L' if est == 'appendix_d' else 'K'} = {n}"}
+    for est, key, letter in (("appendix_d", "l_values", "L"), ("importance", "k_values", "K"), ("ais", "ais_steps", "T")):
+        for n in settings.get(key, []):
+            row = {"setting": f"{ESTIMATOR_LABELS[est]}, {letter} = {n}"}
             for r in records:
                 hit = rows_by(r["rows"], est).get(n)
                 row[r["name"]] = hit["seconds_per_1000"] if hit else None
