@@ -62,14 +62,6 @@ def _adagrad_update(params, grads, sums, decays, lr: float, eps: float) -> None:
         w.addcdiv_(g, s.sqrt().add_(eps), value=-lr)
 
 
-def _adagrad_accumulate(params, grads, sums, decays) -> None:
-    """The warm-up steps: the accumulator fills, the parameters stay."""
-    for w, g, s, decay in zip(params, grads, sums, decays):
-        if decay:
-            g = g.add(w, alpha=decay)
-        s.addcmul_(g, g)
-
-
 def compiler_available() -> bool:
     """Whether torch.compile's CPU backend can build its C++ kernels here."""
     from torch._inductor import config as inductor_config
@@ -124,8 +116,8 @@ class Adagrad:
         (-objective).backward()
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
         with torch.no_grad():
-            if self.t < self.warmup:
-                _adagrad_accumulate(self.params, grads, self.sums, self.decays)
+            if self.t < self.warmup:  # the accumulator fills, the parameters stay (w - 0 * finite = w)
+                _adagrad_update(self.params, grads, self.sums, self.decays, 0.0, self.eps)
             else:
                 self.update(self.params, grads, self.sums, self.decays, self.lr, self.eps)
         self.t += 1

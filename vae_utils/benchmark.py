@@ -24,6 +24,7 @@ writes ``results/benchmarks.json`` (rates, ratios, torch version, threads, CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -221,7 +222,7 @@ def workload_training(algorithm: str, dataset: str, compile: bool, data_dir=None
     X = load_dataset(dataset, "train", data_dir=data_dir, n_train=cfg.n_train)
     run = _run(cfg, X)
     # the products are recorded from an eager twin: torch.compile does not compile under a dispatch mode
-    eager = run if not compile else _run(TrainConfig(**{**cfg.__dict__, "compile": False}), X)
+    eager = run if not compile else _run(dataclasses.replace(cfg, compile=False), X)
     baseline = (examples_aevb if algorithm == "aevb" else examples_wake_sleep)(X, cfg)
     return {"ours": run.step, "baseline": baseline, "limit": matmul_limit(eager.step),
             "ours (eager)": eager.step if compile else None, "unit": "samples", "per_call": cfg.batch_size}
@@ -233,7 +234,7 @@ def workload_mcem(data_dir=None):
     X = load_dataset("mnist", "train", data_dir=data_dir, n_train=cfg.n_train)
     run = _run(cfg, X)
     # the products are recorded from an eager twin: torch.compile does not compile under a dispatch mode
-    eager = _run(TrainConfig(**{**cfg.__dict__, "compile": False}), X)
+    eager = _run(dataclasses.replace(cfg, compile=False), X)
     per_call = len(X) + cfg.mcem_m_steps * cfg.batch_size
     return {"ours": run.step, "baseline": plain_mcem(X, cfg), "limit": matmul_limit(eager.step), "unit": "samples",
             "per_call": per_call}

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .config import TrainConfig
-from .train import RESULTS_DIR, read_json
+from .train import RESULTS_DIR, read_json, results_path
 
 FIDELITY_DIR = RESULTS_DIR / "fidelity"
 CHECKPOINTS = RESULTS_DIR.parent / "checkpoints" / "fidelity"
@@ -80,12 +79,8 @@ def command(e: Experiment, samples: float) -> str:
 
 def _results(e: Experiment) -> dict[int, dict]:
     """The recorded runs of an experiment, by seed."""
-    out = {}
-    for seed in range(10):
-        path = Path(config(e, seed, 1).results_dir or RESULTS_DIR) / f"{config(e, seed, 1).name}.json"
-        if path.is_file():
-            out[seed] = read_json(path)
-    return out
+    paths = {seed: results_path(config(e, seed, 1)) for seed in range(10)}
+    return {seed: read_json(path) for seed, path in paths.items() if path.is_file()}
 
 
 def _at(curve: list[dict], samples: float, split: str) -> float | None:
@@ -97,7 +92,7 @@ def _at(curve: list[dict], samples: float, split: str) -> float | None:
 def table(gap: str, split: str = "train") -> list[dict]:
     """One row per experiment and paper sample count: our value (mean and sd over the seeds run),
     the paper's, the difference."""
-    from .plotting import load_paper_curves
+    from .plotting import load_paper_curves, paper_value
 
     paper = load_paper_curves()
     base = BASE[gap]
@@ -107,16 +102,14 @@ def table(gap: str, split: str = "train") -> list[dict]:
     for e in experiments(gap):
         runs = _results(e)
         for x in points:
-            vals = [v for v in (_at(r["curve"], x, split) for r in runs.values()) if v is not None]
+            vals = {s: v for s, r in runs.items() if (v := _at(r["curve"], x, split)) is not None}
             if not vals:
                 continue
-            p = next(r["value"] for r in paper if r["figure"] == "figure2" and r["dataset"] == base["dataset"]
-                     and r["n_z"] == base["n_z"] and r["method"] == base["algorithm"] and r["split"] in (split, "both")
-                     and r["training_samples"] == x)
-            mean = statistics.fmean(vals)
+            p = paper_value(paper, "figure2", base["dataset"], base["n_z"], base["algorithm"], split, x)
+            mean = statistics.fmean(vals.values())
             rows.append({"experiment": e.name, "candidate": e.candidate, "source": e.source, "samples": x,
-                         "seeds": sorted(s for s, r in runs.items() if _at(r["curve"], x, split) is not None),
-                         "ours": mean, "sd": statistics.stdev(vals) if len(vals) > 1 else None, "paper": p,
+                         "seeds": sorted(vals), "ours": mean,
+                         "sd": statistics.stdev(vals.values()) if len(vals) > 1 else None, "paper": p,
                          "ours_minus_paper": mean - p, "lr": sorted({r["lr"] for r in runs.values()})})
     return rows
 
