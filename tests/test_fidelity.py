@@ -1,5 +1,8 @@
 """The fidelity tables read our curves at the paper's sample counts (issue 10)."""
 
+import json
+import statistics
+
 import pytest
 
 from vae_utils import fidelity
@@ -26,3 +29,22 @@ def test_an_unknown_gap_or_experiment_is_refused():
         fidelity.experiments("mcem_x")
     with pytest.raises(ValueError, match="unknown experiment"):
         fidelity.run("frey_face", names=["frey_lr0.5"])
+
+
+def test_the_mcem_seed_table_gives_each_step_rules_mean_and_spread_over_its_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity, "FIDELITY_DIR", tmp_path)
+    paper = {x: v for x, v in ((r["training_samples"], r["value"]) for r in load_paper_curves()
+                               if r["figure"] == "figure3" and r["method"] == "mcem" and r["n_train"] == "1000"
+                               and r["split"] == "train")}
+    # seeds whose curves sit 1, 2 and 6 nats above the paper's, on a grid of the paper's own points
+    for seed, offset in enumerate((1.0, 2.0, 6.0)):
+        points = [{"samples": x, "train": {"appendix_d": v + offset}, "test": {"appendix_d": v}}
+                  for x, v in sorted(paper.items())]
+        (tmp_path / f"mcem_xaxis_seed{seed}_likelihood_curve.json").write_text(json.dumps({"points": points}))
+    rows = {(r["step_rule"], r["split"]): r for r in fidelity.mcem_seed_table()}
+    train = rows[("capped", "train")]
+    assert train["seeds"] == [0, 1, 2] and 1e7 in train["ours_minus_paper"]
+    for mean, sd in train["ours_minus_paper"].values():
+        assert mean == pytest.approx(3.0) and sd == pytest.approx(statistics.stdev([1.0, 2.0, 6.0]))
+    assert rows[("uncapped2013", "train")]["seeds"] == [] and "| train | 0,1,2 | +3.0 ± 2.6 |" in \
+        fidelity.mcem_seed_markdown(fidelity.mcem_seed_table())

@@ -199,6 +199,38 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
     return rows
 
 
+def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
+    """Per step rule and split: ours − paper at the paper's 2e6 / 5e6 / 1e7 samples (our count,
+    N + 5M per iteration), mean and sd over the seeds whose curve is recorded."""
+    rows = []
+    for rule, (name, candidate, source) in MCEM_VARIANTS.items():
+        records = {s: read_json(p) for s in seeds
+                   if (p := FIDELITY_DIR / f"{name}_seed{s}_likelihood_curve.json").is_file()}
+        for split in ("train", "test"):
+            diffs = {}
+            for record in records.values():
+                ours = next(r for r in mcem_xaxis_table(record, split) if r["per_iteration"] == MCEM_N + MCEM_STEPS * MCEM_M)
+                for p in ours["points"]:
+                    diffs.setdefault(p["paper_samples"], []).append(p["ours_minus_paper"])
+            rows.append({"step_rule": rule, "candidate": candidate, "source": source, "split": split,
+                         "seeds": sorted(records), "ours_minus_paper": {
+                             x: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None)
+                             for x, v in sorted(diffs.items())}})
+    return rows
+
+
+def mcem_seed_markdown(rows: list[dict]) -> str:
+    lines = ["| step rule | source | split | seeds | ours − paper at 2e6 | at 5e6 | at 1e7 |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = []
+        for x in (2e6, 5e6, 1e7):
+            mean, sd = r["ours_minus_paper"].get(x, (None, None))
+            cells.append("—" if mean is None else f"{mean:+.1f}" + (f" ± {sd:.1f}" if sd is not None else ""))
+        lines.append(f"| {r['candidate']} | {r['source']} | {r['split']} | {','.join(map(str, r['seeds']))} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --- the tables of the README ----------------------------------------------------------
 
 def ais_markdown(record: dict) -> str:
