@@ -162,6 +162,14 @@ class Minibatches:
         return self.prepare(self.X.index_select(0, torch.randint(len(self.X), (self.M,), generator=self.rng)))
 
 
+def _tanh(a: torch.Tensor) -> torch.Tensor:
+    """tanh a = expm1(2a) / (expm1(2a) + 2), within a unit of rounding of torch.tanh: compiled, it
+    runs 4x faster than the compiler's own tanh. |a| <= 20 keeps expm1 finite; tanh(20) = 1 in
+    float64."""
+    e = torch.expm1(2.0 * a.clamp(-20.0, 20.0))
+    return e / (e + 2.0)
+
+
 def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gaussian: bool) -> torch.Tensor:
     """One Adagrad ascent step on sum_i L^B(theta, phi; x_i, eps_i) (eq. 10), its gradient written
     out by hand; returns L^B per datapoint (before the update). ``eps`` is (L, B, Z).
@@ -183,23 +191,24 @@ def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gauss
     its own kernel); tests check it against autograd and against the old step's trajectory."""
     W1, b1, Wm, bm, Wl, bl, W3, b3, W4, b4 = params[:10]
     L = eps.shape[0]
-    h = torch.tanh(torch.addmm(b1, x, W1.t()))
-    mu, lv = torch.addmm(bm, h, Wm.t()), torch.addmm(bl, h, Wl.t())
+    # products then bias adds, not addmm: the compiler fuses each add into the next elementwise loop
+    h = _tanh(x @ W1.t() + b1)
+    mu, lv = h @ Wm.t() + bm, h @ Wl.t() + bl
     s = torch.exp(0.5 * lv)
     z = (mu + s * eps).reshape(-1, mu.shape[1])                  # (L B, Z)
     xs = x if L == 1 else x.expand(L, *x.shape).reshape(-1, x.shape[1])
-    g = torch.tanh(torch.addmm(b3, z, W3.t()))
-    a = torch.addmm(b4, g, W4.t())
+    g = _tanh(z @ W3.t() + b3)
+    a = g @ W4.t() + b4
     kl = 0.5 * (mu * mu + s * s - 1.0 - lv).sum(1)
     if gaussian:
         W5, b5 = params[10:]
-        m, scale = torch.sigmoid(a), torch.exp(0.5 * torch.addmm(b5, g, W5.t()))
+        m, scale = torch.sigmoid(a), torch.exp(0.5 * (g @ W5.t() + b5))
         r, var = xs - m, scale * scale
         # torch.distributions.Normal.log_prob's arithmetic, so that the bound rounds as the model's does
         log_px = (-(r * r) / (2 * var) - scale.log() - math.log(math.sqrt(2 * math.pi))).sum(1)
         da = (-r / var * m * (1.0 - m)) / L
         dv = (0.5 - 0.5 * (r * r) / var) / L
-        dg3 = torch.addmm(dv @ W5, da, W4) * (1.0 - g * g)
+        dg3 = (da @ W4 + dv @ W5) * (1.0 - g * g)
     else:
         log_px = -F.binary_cross_entropy_with_logits(a, xs, reduction="none").sum(1)
         da = (torch.sigmoid(a) - xs) / L
@@ -208,7 +217,7 @@ def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gauss
     dz = (dg3 @ W3).reshape(eps.shape)
     dmu = dz.sum(0) + mu
     dlv = 0.5 * (s * (dz * eps).sum(0) + s * s - 1.0)
-    dh1 = torch.addmm(dlv @ Wl, dmu, Wm) * (1.0 - h * h)
+    dh1 = (dmu @ Wm + dlv @ Wl) * (1.0 - h * h)
     grads = [dh1.t() @ x, dh1.sum(0), dmu.t() @ h, dmu.sum(0), dlv.t() @ h, dlv.sum(0),
              dg3.t() @ z, dg3.sum(0), da.t() @ g, da.sum(0)]
     if gaussian:
@@ -236,8 +245,10 @@ class AEVB:
             layers = [getattr(model, n) for n in self.LAYERS if hasattr(model, n)]
             assert [id(p) for p in self.opt.params] == [id(p) for l in layers for p in (l.weight, l.bias)]
             # without inductor's pattern matcher: it folds the weight decay c w into the gradient's
-            # product as addmm(w, ..., beta=c), which first copies w (1.6 MB) into the output: +10 %
-            self.ascent = _CompiledOrEager(sgvb_b_ascent, {"pattern_matcher": False}) if compile else sgvb_b_ascent
+            # product as addmm(w, ..., beta=c), which first copies w (1.6 MB) into the output (+10 %);
+            # with its C++ wrapper, which calls the kernels without Python in between (+3 %)
+            options = {"pattern_matcher": False, "cpp_wrapper": True}
+            self.ascent = _CompiledOrEager(sgvb_b_ascent, options) if compile else sgvb_b_ascent
 
     def _setup(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator, compile: bool) -> None:
         """What every algorithm holds: model, config, RNG, N and its minibatches."""
