@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                    help="torch.compile the optimiser update (auto: runs of 20,000 steps or more)")
+    t.add_argument("--gradient", choices=("auto", "by_hand", "autograd"), default="auto",
+                   help="AEVB's gradient: written out by hand (auto: with estimator B) or autograd; same arithmetic")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
     t.add_argument("--data-dir", default=None)
     t.add_argument("--results-dir", default=None)
@@ -161,6 +163,7 @@ def _run(args) -> int:
                           eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale,
                           mcem_step_rule=args.mcem_step_rule, seed=args.seed,
                           threads=args.threads, compile={"yes": True, "no": False}.get(args.compile, "auto"),
+                          gradient=args.gradient,
                           name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
         train(cfg, progress=not args.no_progress)

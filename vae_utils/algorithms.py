@@ -230,7 +230,10 @@ class AEVB:
     """Algorithm 1: one joint Adagrad ascent step on the SGVB minibatch estimator.
 
     With estimator B (the paper's for the VAE) the step is ``sgvb_b_ascent``, gradient by hand;
-    with estimator A it is autograd on ``estimators.sgvb_a``."""
+    with estimator A, or ``gradient="autograd"``, it is autograd through ``estimators``. The two
+    are the same arithmetic up to rounding (float32 runs part by rounding alone where training
+    is chaotic, as Frey Face's first 1e5 samples are; ``verify`` re-runs records made before the
+    by-hand step with autograd)."""
 
     metric = "lower bound (SGVB B, L=1)"
     LAYERS = ("enc_hidden", "enc_mu", "enc_logvar", "dec_hidden", "dec_out", "dec_logvar")
@@ -240,7 +243,10 @@ class AEVB:
         self._setup(model, X, cfg, rng, compile)
         self.estimator = get_estimator(cfg.estimator)
         self.opt = self._adagrad(model.parameters(), lr, cfg.adagrad_warmup)
-        self.by_hand = cfg.estimator == "B" and model.logvar_scale == 1.0
+        if cfg.gradient == "by_hand" and cfg.estimator != "B":
+            raise ValueError(f"gradient='by_hand' is written for estimator B only; estimator={cfg.estimator!r} "
+                             f"needs gradient='autograd' or 'auto'")
+        self.by_hand = cfg.gradient != "autograd" and cfg.estimator == "B" and model.logvar_scale == 1.0
         if self.by_hand:
             layers = [getattr(model, n) for n in self.LAYERS if hasattr(model, n)]
             assert [id(p) for p in self.opt.params] == [id(p) for l in layers for p in (l.weight, l.bias)]

@@ -60,13 +60,14 @@ class TrainConfig:
     name: str | None = None
     threads: int = 1
     compile: bool | str = "auto"     # torch.compile the optimiser update: True | False | "auto" (long runs)
+    gradient: str = "auto"           # AEVB's gradient: "by_hand" | "autograd" | "auto" (by hand for estimator B)
     checkpoint_every_s: float = 60.0
     data_dir: str | None = None
     results_dir: str | None = None
     checkpoint_dir: str | None = None
 
-    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "checkpoint_every_s", "data_dir", "results_dir",
-                      "checkpoint_dir")
+    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "gradient", "checkpoint_every_s", "data_dir",
+                      "results_dir", "checkpoint_dir")
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -131,6 +132,7 @@ _CONFIG_RULES = {
     "mcem_step_rule": (str, lambda v: v in ("capped", "uncapped2013"), "'capped' or 'uncapped2013'"),
     "threads": (int, lambda v: v >= 1, "an integer >= 1"),
     "compile": ((bool, str), lambda v: v in (True, False, "auto"), "True, False or 'auto'"),
+    "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
 }
 

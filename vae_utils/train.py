@@ -432,6 +432,7 @@ def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) ->
 def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1) -> dict:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     c = {k: v for k, v in recorded["config"].items() if k in fields}
+    c.setdefault("gradient", "autograd")  # a record from before the by-hand AEVB step: the arithmetic that made it
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": threads,
                              "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": data_dir})
