@@ -48,3 +48,13 @@ def test_the_mcem_seed_table_gives_each_step_rules_mean_and_spread_over_its_seed
         assert mean == pytest.approx(3.0) and sd == pytest.approx(statistics.stdev([1.0, 2.0, 6.0]))
     assert rows[("uncapped2013", "train")]["seeds"] == [] and "| train | 0,1,2 | +3.0 ± 2.6 |" in \
         fidelity.mcem_seed_markdown(fidelity.mcem_seed_table())
+
+
+def test_a_candidates_verdict_weighs_its_distance_to_the_paper_against_the_defaults_seed_spread():
+    row = lambda default, diff, sd=None: {"default": default, "samples": 1e6, "ours_minus_paper": diff, "sd": sd}
+    default = row(True, -4.0, 1.0)
+    assert fidelity.verdict(default, [default]) == "today's default"
+    assert fidelity.verdict(row(False, -1.5), [default]) == "closer to the paper by 2.5"
+    assert fidelity.verdict(row(False, +2.5), [default]) == "within 2 sd of the default"  # |2.5| vs |-4|: 1.5 < 2 sd
+    assert fidelity.verdict(row(False, -7.0), [default]) == "further from the paper by 3.0"
+    assert fidelity.verdict(row(False, -1.0), [row(True, -4.0)]) == "no default to compare"  # one seed: no sd

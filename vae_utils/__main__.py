@@ -218,6 +218,7 @@ def _run(args) -> int:
         for gap in ([args.gap] if args.gap else sorted({e.gap for e in FD.EXPERIMENTS})):
             print(f"\n{gap}\n")
             print(FD.markdown(FD.table(gap)))
+            print(f"\nRuns:\n{FD.commands(gap)}")
         if args.gap is None:
             print("\nmcem (Figure 3, N = 1000; ours − paper under our x-axis count)\n")
             print(FD.mcem_seed_markdown(FD.mcem_seed_table()))

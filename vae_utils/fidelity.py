@@ -107,7 +107,8 @@ def table(gap: str, split: str = "train") -> list[dict]:
                 continue
             p = paper_value(paper, "figure2", base["dataset"], base["n_z"], base["algorithm"], split, x)
             mean = statistics.fmean(vals.values())
-            rows.append({"experiment": e.name, "candidate": e.candidate, "source": e.source, "samples": x,
+            rows.append({"experiment": e.name, "default": e.default, "candidate": e.candidate,
+                         "source": e.source, "samples": x,
                          "seeds": sorted(vals), "ours": mean,
                          "sd": statistics.stdev(vals.values()) if len(vals) > 1 else None, "paper": p,
                          "ours_minus_paper": mean - p, "lr": sorted({r["lr"] for r in runs.values()})})
@@ -125,14 +126,36 @@ def run(gap: str, seeds=(0,), samples: int = 1_000_000, names=None, workers: int
     return sweep_runs(configs, desc=f"fidelity {gap}", workers=workers, progress=progress)
 
 
+def verdict(row: dict, rows: list[dict]) -> str:
+    """A candidate against today's default at the same sample count: closer to the paper, or
+    further, by more than twice the default's seed sd, or within it."""
+    default = next((r for r in rows if r["default"] and r["samples"] == row["samples"]), None)
+    if row["default"]:
+        return "today's default"
+    if default is None or default["sd"] is None:
+        return "no default to compare"
+    gain = abs(default["ours_minus_paper"]) - abs(row["ours_minus_paper"])
+    if abs(gain) <= 2 * default["sd"]:
+        return "within 2 sd of the default"
+    return f"{'closer to' if gain > 0 else 'further from'} the paper by {abs(gain):.1f}"
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| candidate | source | lr | samples | seeds | ours | paper | ours − paper |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| candidate | source | lr | samples | seeds | ours | paper | ours − paper | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sd = f" ± {r['sd']:.1f}" if r["sd"] is not None else ""
         lines.append(f"| {r['candidate']} | {r['source']} | {', '.join(map(str, r['lr']))} | {r['samples']:.3g} | "
                      f"{','.join(map(str, r['seeds']))} | {r['ours']:.1f}{sd} | {r['paper']:.1f} | "
-                     f"{r['ours_minus_paper']:+.1f} |")
+                     f"{r['ours_minus_paper']:+.1f} | {verdict(r, rows)} |")
     return "\n".join(lines)
+
+
+def commands(gap: str) -> str:
+    """The command behind each row of a gap's table (``<S>``: the seed)."""
+    samples = max((max(p["samples"] for p in r["curve"]) for e in experiments(gap) for r in _results(e).values()),
+                  default=1e6)
+    return "\n".join(f"- {e.candidate}: `{command(e, samples)}`" for e in experiments(gap))
 
 
 # --- Monte Carlo EM: what did the x axis of Figure 3 count? -----------------------------
