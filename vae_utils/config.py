@@ -77,6 +77,9 @@ class TrainConfig:
         if self.binarize is not None and self.dataset != "mnist":
             raise ValueError(f"binarize={self.binarize!r} is not allowed with dataset={self.dataset!r}: binarisation "
                              f"applies to MNIST's Bernoulli decoder only (Frey Face is continuous)")
+        if self.gradient == "by_hand" and self.estimator != "B":
+            raise ValueError(f"gradient='by_hand' is written for estimator B only; estimator={self.estimator!r} "
+                             f"needs gradient='autograd' or 'auto'")
         if isinstance(self.lr, str) and self.lr != "auto":
             try:
                 self.lr = float(self.lr)

@@ -109,6 +109,11 @@ def figure2_claims(results: list[dict]) -> list[dict]:
 
 # --- Figure 3: log p(x) along training --------------------------------------------------
 
+def likelihood_curve_path(cfg: TrainConfig) -> Path:
+    """Where ``figure3_job`` keeps a run's log p(x) curve."""
+    return Path(cfg.results_dir) / f"{cfg.name}_likelihood_curve.json"
+
+
 def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int, allow_training: bool = True,
                 report=None) -> dict:
     """Train ``cfg`` and estimate log p(x) of the first ``ll_n`` train and test images at each of
@@ -118,7 +123,7 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
     """
     from .marginal_likelihood import hmc_kde_log_likelihood, importance_log_likelihood
 
-    path = Path(cfg.results_dir) / f"{cfg.name}_likelihood_curve.json"
+    path = likelihood_curve_path(cfg)
     settings = {"ll_n": ll_n, "is_samples": is_samples, "estimator": "appendix_d",
                 "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}}
     record = None

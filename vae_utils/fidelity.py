@@ -169,6 +169,7 @@ MCEM_COUNTS = {
     "N (the E-step only)": MCEM_N,
     "(L+1) N + 5M (every gradient evaluation of the E-step)": (MCEM_LEAPFROG + 1) * MCEM_N + MCEM_STEPS * MCEM_M,
 }
+MCEM_OURS = next(iter(MCEM_COUNTS))  # the count our curves were recorded under
 MCEM_CURVE_POINTS = [150_000, 300_000, 600_000, 1_000_500, 2_001_000, 3_000_000, 5_001_000, 10_000_500]
 
 
@@ -206,7 +207,7 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
     """Our MCEM curve read under each x-axis count, against the paper's at its points."""
     from .plotting import load_paper_curves
 
-    ours_per_iteration = MCEM_COUNTS[next(iter(MCEM_COUNTS))]
+    ours_per_iteration = MCEM_COUNTS[MCEM_OURS]
     curve = [(p["samples"], p[split]["appendix_d"]) for p in record["points"]]
     paper = sorted((r["training_samples"], r["value"]) for r in load_paper_curves()
                    if r["figure"] == "figure3" and r["method"] == "mcem" and r["n_train"] == str(MCEM_N)
@@ -225,14 +226,16 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
 def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
     """Per step rule and split: ours − paper at the paper's 2e6 / 5e6 / 1e7 samples (our count,
     N + 5M per iteration), mean and sd over the seeds whose curve is recorded."""
+    from .experiments import likelihood_curve_path
+
     rows = []
-    for rule, (name, candidate, source) in MCEM_VARIANTS.items():
+    for rule, (_, candidate, source) in MCEM_VARIANTS.items():
         records = {s: read_json(p) for s in seeds
-                   if (p := FIDELITY_DIR / f"{name}_seed{s}_likelihood_curve.json").is_file()}
+                   if (p := likelihood_curve_path(mcem_curve_config(s, step_rule=rule))).is_file()}
         for split in ("train", "test"):
             diffs = {}
             for record in records.values():
-                ours = next(r for r in mcem_xaxis_table(record, split) if r["per_iteration"] == MCEM_N + MCEM_STEPS * MCEM_M)
+                ours = next(r for r in mcem_xaxis_table(record, split) if r["count"] == MCEM_OURS)
                 for p in ours["points"]:
                     diffs.setdefault(p["paper_samples"], []).append(p["ours_minus_paper"])
             rows.append({"step_rule": rule, "candidate": candidate, "source": source, "split": split,
