@@ -111,7 +111,7 @@ def test_fetch_data_verifies_downloads(tmp_path, data_dir, http_mirror):
     # a mirror serving corrupted files: nothing is written, the error names each failure
     with pytest.raises(D.DatasetNotFoundError, match="checksum mismatch") as e:
         D.fetch_data(["mnist"], data_dir=target, mirrors={"mnist": [f"{url}/bad/"]}, log=lambda *a: None)
-    assert "Copy the file into" in str(e.value)
+    assert "copy the file into" in str(e.value)
     assert not list(target.rglob("*ubyte*"))
     # the corrupted mirror first, then a good one: the good copy is kept, verified
     lines = []

@@ -209,5 +209,8 @@ def test_dimension_study_job_caches_and_refuses_without_permission(tmp_path):
     path = tmp_path / "estimator_accuracy_dimensions.json"
     assert json.loads(path.read_text())["rows"][0]["n_z"] == 2 and "torch" in first["provenance"]
     assert dimension_study_job(settings, tmp_path, allow_training=False)["rows"] == first["rows"]  # reused
-    with pytest.raises(MissingResultError):  # other settings are another result
-        dimension_study_job({**settings, "dims_n": 7}, tmp_path, allow_training=False)
+    from vae_utils.records import RecordExistsError
+
+    for allow in (False, True):  # other settings are another result: the record is kept, never replaced
+        with pytest.raises(RecordExistsError, match="of another computation"):
+            dimension_study_job({**settings, "dims_n": 7}, tmp_path, allow_training=allow)

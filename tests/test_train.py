@@ -191,7 +191,7 @@ def test_bad_config_is_refused_in_one_line(fields, message):
 @pytest.mark.parametrize("args, message", [
     (["--hidden", "0"], "n_hidden=0 is not allowed"),
     (["--nz", "-3"], "n_z=-3 is not allowed"),
-    (["--samples", "-5"], "samples=-5 is not allowed"),
+    (["--samples", "-5"], "argument --samples: '-5' is not allowed: expected a whole positive count"),
     (["--eval-n", "0"], "eval_n=0 is not allowed"),
     (["--dataset", "frey_face", "--binarize", "dynamic"], "binarize='dynamic' is not allowed with dataset='frey_face'"),
 ])

@@ -5,7 +5,8 @@
     estimators           analytic KL, SGVB estimators A and B                   (eqs. 6-10, App. B)
     config               TrainConfig: every knob of a run, checked in one place
     algorithms           AEVB (Algorithm 1), wake-sleep, Monte Carlo EM, Adagrad (Section 2.3, 5, App. E)
-    train                the resumable training loop, checkpoints, provenance   (Section 5)
+    records              paths, atomic reading and writing of records, provenance; finished results kept
+    train                the resumable training loop, checkpoints, verify       (Section 5)
     hmc                  batched Hamiltonian Monte Carlo                        (App. D, E)
     marginal_likelihood  the Appendix-D estimator and importance sampling      (App. D, Figure 3)
     exact                closed-form and quadrature log p(x) for testing

@@ -13,26 +13,93 @@ The data directory is --data-dir, else $AEVB_DATA_DIR, else data/ in the reposit
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 
 
-def _lr(value: str):
-    return value if value == "auto" else float(value)
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with every usage error in one line (the usage itself is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _count(value: str):
-    """A count such as 1e6; an integer where it is one, so that the config can check it."""
+def _finite(value: str) -> float:
     v = float(value)
-    return int(v) if v.is_integer() else v
+    if not math.isfinite(v):
+        raise ValueError(value)
+    return v
 
 
-_lr.__name__ = "step size ('auto' or a positive number)"  # argparse names the type in its message
-_count.__name__ = "count (e.g. 1e6)"
+def _parse_count(value: str) -> int:
+    """A count such as 1e6: finite, whole and positive."""
+    v = _finite(value)
+    if not v.is_integer() or v < 1:
+        raise ValueError(value)
+    return int(v)
 
 
-def _optional_int(value: str):
-    return None if value.lower() in ("none", "all") else int(float(value))
+def _parse_seed(value: str) -> int:
+    v = int(value)
+    if not 0 <= v < 2**63:
+        raise ValueError(value)
+    return v
+
+
+def _parse_lr(value: str):
+    if value == "auto":
+        return value
+    v = _finite(value)
+    if v <= 0:
+        raise ValueError(value)
+    return v
+
+
+def _parse_seeds(value: str) -> list[int]:
+    seeds = [_parse_seed(s.strip()) for s in value.split(",") if s.strip()]
+    if not seeds:
+        raise ValueError(value)
+    return seeds
+
+
+def _parse_names(value: str) -> list[str]:
+    """A comma-separated list that must name something: ',' or '' names nothing and is refused."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise ValueError(value)
+    return names
+
+
+def _type(parse, name: str, allowed: str):
+    """An argparse type from a parser: a bad value is reported in one line as 'expected <allowed>'."""
+    def typed(value: str):
+        try:
+            return parse(value)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{value!r} is not allowed: expected {allowed}") from None
+    typed.__name__ = name
+    return typed
+
+
+_count = _type(_parse_count, "count", "a whole positive count such as 1e6")
+_optional_int = _type(lambda v: None if v.lower() in ("none", "all") else _parse_count(v), "n_train",
+                      "'all' or a whole positive count such as 1000")
+_seed = _type(_parse_seed, "seed", "an integer in 0..2^63-1")
+_seeds = _type(_parse_seeds, "seeds", "comma-separated integers in 0..2^63-1, e.g. 0,1,2")
+_lr = _type(_parse_lr, "step size", "'auto' or a positive number")
+_names = _type(_parse_names, "names", "comma-separated names, e.g. 02,04 (',' or '' names nothing)")
+
+
+def _parse_positive(value: str) -> float:
+    v = _finite(value)
+    if v <= 0:
+        raise ValueError(value)
+    return v
+
+
+_positive = _type(_parse_positive, "number", "a positive number")
 
 
 def _binarize(value: str):
@@ -42,7 +109,7 @@ def _binarize(value: str):
 def parser() -> argparse.ArgumentParser:
     from .data import DATASETS
 
-    p = argparse.ArgumentParser(prog="python -m vae_utils", description=__doc__,
+    p = OneLineParser(prog="python -m vae_utils", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -55,14 +122,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--binarize", type=_binarize, choices=(None, "static", "dynamic"), default=None,
                    help="MNIST only: none (grey levels, default), static or dynamic")
     t.add_argument("--estimator", choices=("A", "B"), default="B")
-    t.add_argument("--samples", type=_count, default=1e6, help="training samples evaluated (budget)")
+    t.add_argument("--samples", type=_count, default=1_000_000, help="training samples evaluated (budget)")
     t.add_argument("--lr", type=_lr, default="auto", help="Adagrad global step, or 'auto' (the paper's grid search)")
-    t.add_argument("--lr-trial-samples", type=_count, default=1e5)
+    t.add_argument("--lr-trial-samples", type=_count, default=100_000)
     t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve")
-    t.add_argument("--ws-logvar-scale", type=float, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
+    t.add_argument("--ws-logvar-scale", type=_positive, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
     t.add_argument("--mcem-step-rule", choices=("capped", "uncapped2013"), default="capped",
                    help="MCEM's HMC step tuning: x or / 1.25 (anglepy 2014) or 1.02^N (anglepy 2013)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                    help="torch.compile the optimiser update (auto: runs of 20,000 steps or more)")
@@ -85,19 +152,20 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--is-samples", type=int, default=5000, help="importance samples (0: skip)")
     m.add_argument("--quadrature", type=int, default=0, help="also integrate the first N points of each split "
                    "by quadrature (z_dim <= 3) and report each estimator's error")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=_seed, default=0)
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--data-dir", default=None)
     m.add_argument("--out", default=None, help="results JSON (default results/<run>_likelihood.json)")
     v = sub.add_parser("verify", help="re-run the start of recorded runs and check their curves bit for bit")
     v.add_argument("results", nargs="+", help="results/<run>.json files")
-    v.add_argument("--samples", type=float, default=2e5)
+    v.add_argument("--samples", type=_count, default=200_000, help="training samples re-run (the start of the curve)")
     v.add_argument("--data-dir", default=None)
+    v.add_argument("--out-dir", default=None, help="folder for the verdicts (default: beside each results file)")
 
     rp = sub.add_parser("reproduce", help="execute the notebooks in order with papermill (the figures of the paper)")
     rp.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="quick",
                     help="how much to compute (vae_utils/budgets.py); default quick, about 30 min on 2 cores")
-    rp.add_argument("--only", default=None, help="comma-separated notebooks (names or NN prefixes), e.g. 02,04")
+    rp.add_argument("--only", type=_names, default=None, help="comma-separated notebooks (names or NN prefixes), e.g. 02,04")
     rp.add_argument("--output-dir", default=None, help="write results, figures, checkpoints and executed notebooks "
                     "under this folder instead of the repository's <kind>/<budget>/ places")
     rp.add_argument("--no-train", action="store_true", help="forbid training: redraw from existing results only")
@@ -106,9 +174,9 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
                        "limit, in one run (results/benchmarks.json)")
     b.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
-    b.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement")
-    b.add_argument("--only", default=None, help="comma-separated workloads (default: all)")
-    b.add_argument("--sweep-samples", type=_count, default=3e5, help="training samples per run of the sweep workload")
+    b.add_argument("--min-time", type=_positive, default=2.0, help="seconds per measurement")
+    b.add_argument("--only", type=_names, default=None, help="comma-separated workloads (default: all)")
+    b.add_argument("--sweep-samples", type=_count, default=300_000, help="training samples per run of the sweep workload")
     b.add_argument("--data-dir", default=None)
     b.add_argument("--out", default=None, help="results JSON (default results/benchmarks.json)")
     b.add_argument("--resume", action="store_true", help="keep the workloads already measured in --out")
@@ -116,31 +184,57 @@ def parser() -> argparse.ArgumentParser:
     fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper (issue 10): run them, or tabulate")
     fd.add_argument("action", choices=("run", "table"))
     fd.add_argument("--gap", default=None, help="frey_face | wake_sleep (default: every gap, table only)")
-    fd.add_argument("--seeds", default="0", help="comma-separated seeds")
-    fd.add_argument("--samples", type=_count, default=1e6)
-    fd.add_argument("--only", default=None, help="comma-separated experiment names")
+    fd.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds")
+    fd.add_argument("--samples", type=_count, default=1_000_000)
+    fd.add_argument("--only", type=_names, default=None, help="comma-separated experiment names")
     fd.add_argument("--workers", type=int, default=0)
 
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
     r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
                    "(default $AEVB_REFERENCE_DIR)")
-    r.add_argument("--pattern", default="*.json", help="results files to include")
+    r.add_argument("--pattern", default="*.json", help="results files to include (relative to --results-dir, or absolute)")
+    r.add_argument("--results-dir", default=None, help="folder of the results files (default results/)")
+    r.add_argument("--figures-dir", default=None, help="where the panels go (default figures/)")
     return p
 
 
-def main(argv=None) -> int:
-    """Run a command; bad input is refused in one line (exit 2), a failed run reported (exit 1)."""
-    args = parser().parse_args(argv)
-    from .data import ChecksumError
-    from .train import CheckpointError, RunLockedError, TrainingDiverged
+def _one_line(e: BaseException) -> str:
+    from .records import describe_os_error
 
+    text = describe_os_error(e) if isinstance(e, OSError) and e.errno is not None else str(e) or type(e).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def main(argv=None) -> int:
+    """Run a command. Every outcome other than success is one line on stderr: bad input and
+    damaged or unusable files are refused before any work (exit 2), a run that failed after it
+    started is reported with what it kept (exit 1), Ctrl-C stops at a checkpoint (exit 130).
+    An unexpected error is one line too (exit 1); AEVB_TRACEBACK=1 shows its traceback."""
+    args = parser().parse_args(argv)
+    from .records import Interrupted, RunFailed
+    from .train import RunLockedError
+
+    prog = f"python -m vae_utils {args.command}"
     try:
         return _run(args)
-    except (ValueError, TypeError, FileNotFoundError, ChecksumError, CheckpointError, RunLockedError) as e:
-        print(f"python -m vae_utils {args.command}: error: {e}", file=sys.stderr)
+    except Interrupted as e:
+        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (Ctrl-C) before anything was written; files are written whole or not at all, "
+              f"so rerun the same command to start again", file=sys.stderr)
+        return 130
+    except RunFailed as e:
+        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, LookupError, OSError, RunLockedError) as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except TrainingDiverged as e:
-        print(f"python -m vae_utils {args.command}: {e}", file=sys.stderr)
+    except Exception as e:
+        if os.environ.get("AEVB_TRACEBACK"):
+            raise
+        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} (a bug: please report it with the command; "
+              f"AEVB_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 1
 
 
@@ -178,30 +272,32 @@ def _run(args) -> int:
         from .reproduce import NotebookFailed, run_notebooks
 
         if args.workers < 0:
-            print(f"--workers {args.workers}: expected 0 (one per core) or a positive number", file=sys.stderr)
-            return 2
-        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+            raise ValueError(f"--workers {args.workers} is not allowed: expected 0 (one per core) or a positive number")
         t0 = time.time()
         try:
-            report = run_notebooks(args.budget, only, args.output_dir, allow_training=not args.no_train,
+            report = run_notebooks(args.budget, args.only, args.output_dir, allow_training=not args.no_train,
                                    workers=args.workers)
-        except (NotebookFailed, ValueError) as e:
-            print(f"reproduce: {e}", file=sys.stderr)
-            return 1 if isinstance(e, NotebookFailed) else 2
+        except NotebookFailed as e:
+            print(f"python -m vae_utils reproduce: {_one_line(e)}", file=sys.stderr)
+            return 1
         print(f"reproduce: {len(report)} notebooks at budget {args.budget} in {time.time() - t0:.0f} s")
         return 0
     if args.command == "verify":
         from .train import verify_run
 
-        verdicts = [verify_run(p, int(args.samples), data_dir=args.data_dir)["verdict"] for p in args.results]
+        from .train import read_training_record
+
+        for p in args.results:  # every file checked before any re-run
+            read_training_record(p)
+        verdicts = [verify_run(p, args.samples, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"]
+                    for p in args.results]
         return 0 if all(v != "differs" for v in verdicts) else 1
     if args.command == "benchmark":
         from pathlib import Path
 
         from .benchmark import run_benchmark, table
 
-        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-        record = run_benchmark(repeats=args.repeats, min_time=args.min_time, only=only, sweep_samples=args.sweep_samples,
+        record = run_benchmark(repeats=args.repeats, min_time=args.min_time, only=args.only, sweep_samples=args.sweep_samples,
                                data_dir=args.data_dir, out=Path(args.out) if args.out else None, resume=args.resume)
         print(table(record))
         return 0
@@ -211,9 +307,7 @@ def _run(args) -> int:
         if args.action == "run":
             if args.gap is None:
                 raise ValueError("fidelity run needs --gap (frey_face or wake_sleep)")
-            seeds = [int(s) for s in args.seeds.split(",")]
-            names = args.only.split(",") if args.only else None
-            FD.run(args.gap, seeds, args.samples, names, workers=args.workers)
+            FD.run(args.gap, args.seeds, args.samples, args.only, workers=args.workers)
             return 0
         for gap in ([args.gap] if args.gap else sorted({e.gap for e in FD.EXPERIMENTS})):
             print(f"\n{gap}\n")
@@ -228,7 +322,7 @@ def _run(args) -> int:
 
         paper = P.load_paper_curves(args.reference_dir)
         # MCEM has no encoder and so no bound curve: it appears in the likelihood table only
-        results = [r for r in P.load_results(args.pattern) if r["finished"] and r["algorithm"] != "mcem"]
+        results = [r for r in P.load_results(args.pattern, args.results_dir) if r["finished"] and r["algorithm"] != "mcem"]
         print(P.markdown_table(P.comparison_rows(results, paper)))
         print()
         print(P.likelihood_table(paper))
@@ -240,7 +334,7 @@ def _run(args) -> int:
             ylim = {"mnist": (-150, -95) if n == 50_000 else (-200, -100), "frey_face": (0, 1600)}[dataset]
             fig, _ = P.plot_bound_curves(rs, paper, f"{dataset}, $N_z$={nz}, {h} hidden, N={n or 'all'}, "
                                          f"{binarize or 'grey levels'}", ylim)
-            print(P.save_figure(fig, f"bound_{dataset}_nz{nz}_h{h}_n{n or 'all'}_{binarize or 'grey'}"))
+            print(P.save_figure(fig, f"bound_{dataset}_nz{nz}_h{h}_n{n or 'all'}_{binarize or 'grey'}", args.figures_dir))
         return 0
     return 2
 

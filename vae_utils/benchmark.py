@@ -42,7 +42,9 @@ from .algorithms import compiler_available
 from .config import TrainConfig
 from .data import load_dataset
 from .estimators import lower_bound
-from .train import RESULTS_DIR, Run, atomic_write_json, provenance
+from .records import (RESULTS_DIR, RecordExistsError, check_output_file, differences, existing_record, provenance,
+                      write_record)
+from .train import Run
 
 aten = torch.ops.aten
 MATMULS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
@@ -376,12 +378,15 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
     settings = {"repeats": repeats, "min_time_s": min_time, "sweep_samples": sweep_samples,
                 "compiler_available": compiler_available()}
     results = {}
-    if resume and out.is_file():
-        from .train import read_json
-
-        previous = read_json(out)
-        if previous.get("settings") == settings:
-            results = previous["results"]
+    if out.exists() and not resume:
+        raise RecordExistsError(f"{out} already holds a benchmark; it is kept and nothing was measured: pass --resume "
+                                f"to add the missing workloads to it, or --out another file")
+    previous = existing_record(out, "a benchmark record", lambda r: differences(r, {"settings": settings}),
+                               "pass --out another file to measure with these settings", required=("results",))
+    if previous is not None:
+        results = previous["results"]
+    else:
+        check_output_file(out, "benchmark record")
     flush = torch.set_flush_denormal(True)  # as train() runs
     threads_before = torch.get_num_threads()
     jobs = [(n, t) for n in names for t in WORKLOADS[n][1] if f"{n}@{t}" not in results]
@@ -399,7 +404,8 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
                     r["profile"] = profile_kernels(lambda: WORKLOADS[name][2](data_dir)["ours"])
             results[f"{name}@{threads}"] = {"workload": name, "description": WORKLOADS[name][0], "threads": threads,
                                             **r, "provenance": session}
-            atomic_write_json(out, {"settings": settings, "results": results, "provenance": session})
+            write_record(out, {"settings": settings, "results": results, "provenance": session}, "a benchmark record",
+                         lambda old: set(old["results"]) <= set(results))
         if "sweep@2" in results and "aevb_mnist@1" in results:  # the same runs' limit: two 1-thread matmul limits
             r = results["sweep@2"]
             r["median"]["limit"] = 2 * results["aevb_mnist@1"]["median"]["limit"]
@@ -414,7 +420,7 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
         if flush:
             torch.set_flush_denormal(False)
     record = {"settings": settings, "results": results, "provenance": session}
-    atomic_write_json(out, record)
+    write_record(out, record, "a benchmark record", lambda old: set(old["results"]) <= set(results))
     return record
 
 

@@ -21,7 +21,8 @@ import ast
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .records import REPO_ROOT
+
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
@@ -84,8 +85,11 @@ class Places:
         return cls(results, root / "figures" / sub, root / "checkpoints" / sub, results / "notebooks")
 
     def make(self) -> "Places":
+        """Create the folders, each proven writable before any compute (else one line naming it)."""
+        from .records import check_output_dir
+
         for f in fields(self):
-            getattr(self, f.name).mkdir(parents=True, exist_ok=True)
+            check_output_dir(getattr(self, f.name), f"{f.name} folder")
         return self
 
 
@@ -94,7 +98,7 @@ class Places:
 _RULES = {  # value checks shared by every notebook (the type comes from the annotation)
     "budget": (lambda v: v in BUDGETS, f"one of {', '.join(BUDGETS)}"),
     "workers": (lambda v: v >= 0, "0 (one per core) or a positive number of processes"),
-    "seed": (lambda v: v >= 0, "a non-negative integer"),
+    "seed": (lambda v: 0 <= v < 2**63, "an integer in 0..2^63-1"),
 }
 
 

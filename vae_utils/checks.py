@@ -29,18 +29,47 @@ def at_least(name: str, value, minimum: int = 1) -> None:
     check(name, value, int, lambda v: v >= minimum, f"an integer >= {minimum}")
 
 
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed, numpy and JSON all take
+
+
+def seed(name: str, value) -> None:
+    check(name, value, int, lambda v: 0 <= v <= MAX_SEED, "an integer in 0..2^63-1")
+
+
 def positive(name: str, value) -> None:
     check(name, value, float, lambda v: v > 0, "a positive number")
 
 
 def datapoints(name: str, x, model) -> None:
-    """x must be a (B, D) tensor with the model's D, B >= 1."""
+    """x must be a (B, D) floating tensor of finite values with the model's D, B >= 1."""
     import torch
 
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) == 0:
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"{name} of shape {shape} is not allowed: expected a (datapoints, pixels) tensor with at "
                          f"least one row")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype}; expected a floating tensor (pixels in [0, 1])")
     want = getattr(model, "x_dim", None)
     if want is not None and x.shape[1] != want:
         raise ValueError(f"{name} has {x.shape[1]} columns; the model expects {want} (its x_dim)")
+    finite(name, x)
+
+
+def finite(name: str, x) -> None:
+    """No NaN or infinity in the (datapoints, ...) tensor x; else one line naming the rows."""
+    import torch
+
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(len(x), -1).any(1)).flatten().tolist()
+        raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite values (rows {rows[:5]}"
+                         f"{' ...' if len(rows) > 5 else ''}): expected finite pixels")
+
+
+def same_shape(**tensors) -> None:
+    """Tensors that an equation combines elementwise: one shape for all, else one line naming them."""
+    shapes = {k: tuple(v.shape) if hasattr(v, "shape") else type(v).__name__ for k, v in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shapes differ: " + ", ".join(f"{k} {s}" for k, s in shapes.items())
+                         + "; expected one shape (datapoints, latent dimensions)")

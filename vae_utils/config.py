@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 from . import checks
@@ -18,6 +19,8 @@ from .checks import is_kind
 from .estimators import get_estimator
 
 ALGORITHMS = ("aevb", "wake_sleep", "mcem")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy take seeds below 2^64; JSON and papermill any int
+MAX_NAME_BYTES = 200  # a run's files add up to 13 bytes ("<name>.json.<8>.tmp") to the file system's 255
 PAPER_N_TRAIN = {"mnist": 50_000, "frey_face": None}
 
 
@@ -70,7 +73,7 @@ class TrainConfig:
                       "results_dir", "checkpoint_dir")
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
+        if not isinstance(self.algorithm, str) or self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
         data_mod._check_name(self.dataset, binarize=self.binarize)
         get_estimator(self.estimator)
@@ -89,9 +92,17 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, float) and math.isfinite(v) and v == int(v):
                 setattr(self, name, int(v))
+        if not isinstance(self.lr_grid, (tuple, list)):
+            raise TypeError(f"lr_grid={self.lr_grid!r} is not allowed: expected a non-empty tuple of positive numbers "
+                            f"(the global step sizes tried, e.g. (0.01, 0.02, 0.1))")
         self.lr_grid = tuple(self.lr_grid)
         for name, (kind, ok, allowed) in _CONFIG_RULES.items():
             checks.check(name, getattr(self, name), kind, ok, allowed)
+        for name, algorithms in APPLIES_TO.items():  # a knob of another algorithm is refused, not ignored
+            default = _DEFAULTS[name]
+            if self.algorithm not in algorithms and getattr(self, name) != default:
+                raise ValueError(f"{name}={getattr(self, name)!r} does not apply to algorithm={self.algorithm!r} "
+                                 f"(only to {' and '.join(algorithms)}); leave it at its default {default!r}")
         if self.n_train is None:
             self.n_train = PAPER_N_TRAIN[self.dataset]
         limit = data_mod.TRAIN_SIZE[self.dataset]
@@ -101,8 +112,15 @@ class TrainConfig:
         if self.name is None:
             self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
                          f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
-        elif not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
-            raise ValueError(f"name={self.name!r} is not allowed: expected a non-empty file name without '/'")
+        elif (not isinstance(self.name, str) or not self.name or self.name.startswith(".")
+              or any(c in self.name for c in "/\\\0") or len(self.name.encode()) > MAX_NAME_BYTES):
+            raise ValueError(f"name={self.name!r} is not allowed: expected a file name of 1-{MAX_NAME_BYTES} bytes "
+                             f"without '/', '\\', NUL or a leading '.'")
+        for name in ("data_dir", "results_dir", "checkpoint_dir"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v) or "\0" in str(v)):
+                raise TypeError(f"{name}={v!r} is not allowed: expected a folder path (a non-empty str or Path "
+                                f"without NUL) or None")
 
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
@@ -125,7 +143,7 @@ _CONFIG_RULES = {
     "eval_per_decade": (int, lambda v: v >= 1, "an integer >= 1"),
     "eval_from": (int, lambda v: v >= 1, "a positive number of training samples"),
     "eval_n": (int, lambda v: v >= 1, "an integer >= 1 (datapoints per split for the curve)"),
-    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "seed": (int, lambda v: 0 <= v <= MAX_SEED, "an integer in 0..2^63-1"),
     "ws_logvar_scale": (float, lambda v: v > 0, "a positive number"),
     "mcem_leapfrog": (int, lambda v: v >= 1, "an integer >= 1 (leapfrog steps)"),
     "mcem_target_accept": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
@@ -138,6 +156,13 @@ _CONFIG_RULES = {
     "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
 }
+
+
+# knobs of one algorithm: any other algorithm refuses a value other than the default
+APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb",),
+              "ws_logvar_scale": ("wake_sleep",),
+              **{f.name: ("mcem",) for f in dataclasses.fields(TrainConfig) if f.name.startswith("mcem_")}}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def identity_differences(recorded: dict, cfg: TrainConfig) -> dict:

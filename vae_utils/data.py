@@ -24,15 +24,16 @@ import gzip
 import hashlib
 import io
 import os
-import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .records import REPO_ROOT, atomic_write_bytes
+
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DATA_DIR_ENV = "AEVB_DATA_DIR"
 
@@ -63,6 +64,7 @@ DATASETS = tuple(FILES)
 SPLITS = ("train", "test")
 BINARIZE = (None, "static", "dynamic")
 IMAGE_SHAPE = {"mnist": (28, 28), "frey_face": (28, 20)}  # (height, width) for plotting
+X_DIM = {name: h * w for name, (h, w) in IMAGE_SHAPE.items()}  # pixels per image: 784, 560
 FREY_SPLIT_SEED = 0
 FREY_N_TRAIN = 1600
 TRAIN_SIZE = {"mnist": 60_000, "frey_face": FREY_N_TRAIN}
@@ -77,8 +79,20 @@ class ChecksumError(ValueError):
     pass
 
 
+class DamagedDataError(ChecksumError):
+    """A gzipped data file that does not decompress (truncated, flipped bytes): fetch-data replaces it."""
+
+
+def x_dim(name: str) -> int:
+    _check_name(name)
+    return X_DIM[name]
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The argument, else $AEVB_DATA_DIR, else ``data/`` in the repository."""
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)) or data_dir == "":
+        raise TypeError(f"data_dir={data_dir!r} is not allowed: expected a folder path (str or Path) or None "
+                        f"(then ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})")
     if data_dir is not None:
         return Path(data_dir).expanduser().resolve()
     if os.environ.get(DATA_DIR_ENV):
@@ -87,6 +101,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _check_name(name: str, split: str | None = None, binarize: str | None = None) -> None:
+    for what, value, valid in (("dataset", name, DATASETS), ("split", split, SPLITS + (None,)),
+                               ("binarize", binarize, BINARIZE)):
+        if not (value is None or isinstance(value, str)):
+            raise TypeError(f"{what}={value!r} is not allowed: expected one of "
+                            f"{', '.join(repr(v) for v in valid if v is not None)}")
     if name not in FILES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if split is not None and split not in SPLITS:
@@ -99,8 +118,14 @@ def _sha256(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _decompress(raw: bytes) -> bytes:
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+def _decompress(raw: bytes, source="download") -> bytes:
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DamagedDataError(f"data file {source} is damaged: not a valid gzip ({type(e).__name__}: {e}); it was "
+                               f"not used: run `python -m vae_utils fetch-data` to replace it") from None
 
 
 def read_verified(relname: str, directory: Path) -> bytes:
@@ -110,12 +135,10 @@ def read_verified(relname: str, directory: Path) -> bytes:
     if path is None:
         dataset = "frey_face" if relname.startswith("frey") else "mnist"
         raise DatasetNotFoundError(
-            f"data file {relname!r} not found: looked for {', '.join(str(c) for c in candidates)}.\n"
-            f"The data directory comes from the data_dir argument, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}.\n"
-            f"Point {DATA_DIR_ENV} at a folder holding the files, or download them with:\n"
-            f"    python -m vae_utils fetch-data --dataset {dataset} --data-dir {directory}"
-        )
-    raw = _decompress(path.read_bytes())
+            f"data file {relname!r} not found in {directory} (plain or .gz; the folder comes from the data_dir "
+            f"argument, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}): point {DATA_DIR_ENV} at a folder holding it, "
+            f"or run `python -m vae_utils fetch-data --dataset {dataset} --data-dir {directory}`")
+    raw = _decompress(path.read_bytes(), path)
     actual = _sha256(raw)
     if actual != SHA256[relname]:
         raise ChecksumError(
@@ -174,10 +197,12 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
     _check_name(name, split, binarize)
     if binarize is not None and name != "mnist":
         raise ValueError(f"binarize={binarize!r} only applies to mnist (Bernoulli decoder), not {name}")
+    if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int)
+                                or not 0 < n_train <= TRAIN_SIZE[name]):
+        raise ValueError(f"n_train={n_train!r} is not allowed: expected an integer in 1..{TRAIN_SIZE[name]} "
+                         f"or None for {name} (it keeps the first n training points; the test split ignores it)")
     pixels, _ = load_raw(name, split, data_dir=data_dir)
     if n_train is not None and split == "train":
-        if isinstance(n_train, bool) or not isinstance(n_train, int) or not 0 < n_train <= len(pixels):
-            raise ValueError(f"n_train={n_train!r} is not allowed: expected an integer in 1..{len(pixels)} for {name}")
         pixels = pixels[:n_train]
     x = torch.from_numpy(pixels.astype(np.float32)) / (255.0 if name == "mnist" else 256.0)
     if binarize == "static":
@@ -218,9 +243,9 @@ def fetch_data(names=DATASETS, *, data_dir: str | os.PathLike | None = None,
                     url = base.rstrip("/") + "/" + Path(relname).name + suffix
                     try:
                         with urllib.request.urlopen(url, timeout=timeout) as response:
-                            raw = _decompress(response.read())
+                            raw = _decompress(response.read(), url)
                         break
-                    except (urllib.error.URLError, OSError) as e:
+                    except (urllib.error.URLError, OSError, DamagedDataError) as e:
                         errors.append(f"{url}: {e}")
                 if raw is None:
                     continue
@@ -228,19 +253,14 @@ def fetch_data(names=DATASETS, *, data_dir: str | os.PathLike | None = None,
                     errors.append(f"{url}: checksum mismatch (expected {SHA256[relname]}, got {_sha256(raw)}); discarded")
                     continue
                 target = directory / (relname + ".gz")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                for stale in (directory / relname, target):
-                    stale.unlink(missing_ok=True)
-                with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                    tmp.write(gzip.compress(raw))
-                os.replace(tmp.name, target)
+                atomic_write_bytes(target, gzip.compress(raw))  # replaces a damaged .gz in one step
+                (directory / relname).unlink(missing_ok=True)  # a damaged plain copy would be read first
                 log(f"fetched   {relname} from {url} (checksum verified) -> {target}")
                 break
             else:
                 raise DatasetNotFoundError(
-                    f"could not fetch a verified copy of {relname}:\n  " + "\n  ".join(errors)
-                    + f"\nCopy the file into {directory} by hand (plain or gzipped) and rerun."
-                )
+                    f"could not fetch a verified copy of {relname} ({'; '.join(errors)}): copy the file into "
+                    f"{directory} by hand (plain or gzipped) and rerun")
     return directory
 
 

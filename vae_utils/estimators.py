@@ -26,6 +26,7 @@ ESTIMATORS = ("A", "B")
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag exp(logvar)) || N(0, I)) per datapoint, Appendix B."""
+    checks.same_shape(mu=mu, logvar=logvar)
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
@@ -39,6 +40,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int,
 def sgvb_a(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Generic SGVB estimator L^A, eq. 6."""
     checks.at_least("n_samples", n_samples)
+    checks.datapoints("x", x, model)
     mu, logvar = model.encode(x)
     z = reparameterize(mu, logvar, n_samples, generator)
     log_q = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
@@ -48,13 +50,14 @@ def sgvb_a(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generato
 def sgvb_b(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Second SGVB estimator L^B, eq. 7 (eq. 10 for the VAE): analytic KL, sampled likelihood."""
     checks.at_least("n_samples", n_samples)
+    checks.datapoints("x", x, model)
     mu, logvar = model.encode(x)
     z = reparameterize(mu, logvar, n_samples, generator)
     return -gaussian_kl(mu, logvar) + model.log_likelihood(x, z).mean(0)
 
 
 def get_estimator(name: str):
-    if name not in ESTIMATORS:
+    if not isinstance(name, str) or name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
     return sgvb_a if name == "A" else sgvb_b
 

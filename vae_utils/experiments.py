@@ -29,8 +29,10 @@ import torch
 from . import data as data_mod
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
-from .train import (TrainConfig, atomic_write_bytes, atomic_write_json, checkpoint_path, evaluation_images,
-                    load_trained, provenance, read_json, results_path, train)
+from .config import identity_differences
+from .records import (RecordExistsError, ResultsFileError, another_computation, atomic_write_bytes, check_output_file, differences,
+                      existing_record, keeps_points, provenance, write_record)
+from .train import TrainConfig, checkpoint_path, evaluation_images, load_trained, train
 
 FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
 FIGURE2_HIDDEN = {"mnist": 500, "frey_face": 200}
@@ -75,12 +77,10 @@ def trained_model(cfg: TrainConfig, allow_training: bool = True, report=None):
     """The model of a finished run (trained first if need be and allowed), in eval mode."""
     ensure_run(cfg, allow_training, report)
     path = checkpoint_path(cfg)
-    if not path.is_file():
-        if not allow_training:
-            raise MissingResultError(f"run {cfg.name!r} has results but no checkpoint at {path}; its weights are "
-                                     f"needed here: rerun with allow_training=True")
-        results_path(cfg).unlink()  # results without weights: retrain the run
-        ensure_run(cfg, allow_training, report)
+    if not path.is_file():  # a committed record without its weights: never deleted to retrain it
+        raise MissingResultError(f"run {cfg.name!r} has finished results but no checkpoint at {path}, and its "
+                                 f"weights are needed here; the record is kept: restore the checkpoint, or compute "
+                                 f"in another output folder (output_dir), where the run is trained afresh")
     return load_trained(path)[0]
 
 
@@ -126,11 +126,11 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
     path = likelihood_curve_path(cfg)
     settings = {"ll_n": ll_n, "is_samples": is_samples, "estimator": "appendix_d",
                 "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}}
-    record = None
-    if path.is_file():
-        record = read_json(path)
-        if record.get("settings") != settings or record.get("config", {}).get("name") != cfg.name:
-            record = None
+    what = f"the log p(x) curve of run {cfg.name!r}"
+    record = existing_record(path, what, lambda r: {**differences(r, {"settings": settings}),
+                                                    **_config_differences(r, cfg)},
+                             "compute these settings in another output folder (output_dir)",
+                             required=("settings", "config", "points"))
     record = record or {"name": cfg.name, "algorithm": cfg.algorithm, "config": dataclasses.asdict(cfg),
                         "settings": settings, "points": []}
     have = {pt["target"] for pt in record["points"]}
@@ -158,7 +158,7 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
         record["points"].append(point)
         record["points"].sort(key=lambda pt: pt["target"])
         record["provenance"] = provenance()
-        atomic_write_json(path, record)
+        write_record(path, record, what, lambda old: keeps_points(old["points"], record["points"]))
     run = ensure_run(cfg, allow_training, report)
     return {**record, "run": run}
 
@@ -226,11 +226,16 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
         raise ValueError(f"kind={kind!r}; expected 'manifold' or 'samples'")
     path = Path(cfg.results_dir) / f"{cfg.name}_{kind}.npz"
     done = finished_result(cfg)
-    if path.is_file() and done is not None:
-        with np.load(path) as f:
-            meta = json.loads(str(f["meta"]))
-            if meta.get("n") == n and meta.get("samples_seen") == done["samples_seen"]:
-                return {"images": f["images"].astype(np.float32) / 255.0, **meta}
+    if path.is_file():
+        meta, images = _read_images(path)
+        want = {"n": n, "samples_seen": done["samples_seen"] if done else None}
+        diff = {**differences(meta, want), **_config_differences(meta, cfg)}
+        if not diff:
+            return {"images": images, **meta}
+        raise another_computation(path, f"decoder images of run {cfg.name!r}", diff,
+                                  "delete it to redraw from the run as it is now, or use another output folder "
+                                  "(output_dir)")
+    check_output_file(path, "decoder images")
     model = trained_model(cfg, allow_training, report)
     with torch.no_grad():
         if kind == "manifold":
@@ -246,8 +251,32 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
 
     buf = io.BytesIO()
     np.savez_compressed(buf, images=np.round(images * 255).astype(np.uint8), meta=json.dumps(meta, default=str))
+    if path.exists():  # another process drew them meanwhile: theirs are kept
+        raise RecordExistsError(f"{path} appeared while these images were drawn; it is kept and nothing was written")
     atomic_write_bytes(path, buf.getvalue())
     return {"images": images, **meta}
+
+
+def _read_images(path: Path) -> tuple[dict, np.ndarray]:
+    """The metadata and images (floats in [0, 1]) of a ``decoder_images_job`` file; a damaged one is refused."""
+    import zipfile
+
+    try:
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            images = f["images"].astype(np.float32) / 255.0
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as e:
+        raise ResultsFileError(f"decoder images {path} are damaged ({type(e).__name__}); they were not used: delete "
+                               f"the file to redraw them (the run's checkpoint is needed)") from None
+    if not isinstance(meta, dict):
+        raise ResultsFileError(f"decoder images {path} carry no metadata object; they were not used")
+    return meta, images
+
+
+def _config_differences(record: dict, cfg: TrainConfig) -> dict:
+    """Where a record's run config differs from ``cfg``'s identity (a record without one differs)."""
+    config = record.get("config")
+    return identity_differences(config, cfg) if isinstance(config, dict) else {"config": (config, cfg.name)}
 
 
 def rms_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

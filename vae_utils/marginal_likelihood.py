@@ -224,7 +224,7 @@ def _check_ais_settings(num_steps, num_chains, n_leapfrog, seed, schedule, delta
     checks.at_least("num_steps", num_steps)
     checks.at_least("num_chains", num_chains)
     checks.at_least("n_leapfrog", n_leapfrog)
-    checks.at_least("seed", seed, 0)
+    checks.seed("seed", seed)
     checks.check("schedule", schedule, str, lambda v: v in AIS_SCHEDULES, f"one of {', '.join(AIS_SCHEDULES)}")
     checks.positive("delta", delta)
     checks.at_least("tune_chains", tune_chains)
@@ -232,14 +232,6 @@ def _check_ais_settings(num_steps, num_chains, n_leapfrog, seed, schedule, delta
     checks.check("target_accept", target_accept, float, lambda v: 0 < v < 1, "a number in (0, 1)")
     checks.positive("adapt_rate", adapt_rate)
     checks.at_least("batch_size", batch_size)
-
-
-def _check_finite(name: str, x: torch.Tensor) -> None:
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        rows = torch.nonzero(bad.any(1)).flatten().tolist()
-        raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite values (rows {rows[:5]}"
-                         f"{' ...' if len(rows) > 5 else ''}): expected finite pixels")
 
 
 def _log_prior(z: torch.Tensor) -> torch.Tensor:
@@ -374,7 +366,7 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     _check_ais_settings(num_steps, num_chains, n_leapfrog, seed, schedule, delta, tune_chains, init_step,
                         target_accept, adapt_rate, batch_size)
     checks.datapoints("x", x, model)
-    _check_finite("x", x)
+    checks.finite("x", x)
     g = torch.Generator().manual_seed(seed)
     log_w, _, _ = _ais_chunks(model, x, num_steps=num_steps, num_chains=num_chains, n_leapfrog=n_leapfrog,
                               schedule=schedule, delta=delta, tune_chains=tune_chains, init_step=init_step,
@@ -432,12 +424,12 @@ def bdmc(model, n: int = 100, *, data: tuple[torch.Tensor, torch.Tensor] | None 
             raise TypeError(f"data of type {type(data).__name__} is not allowed: expected a pair (x (B, D), z (B, Z))")
         x, z = data
         checks.datapoints("data[0] (x)", x, model)
-        _check_finite("data[0] (x)", x)
+        checks.finite("data[0] (x)", x)
         if not (isinstance(z, torch.Tensor) and tuple(z.shape) == (len(x), model.z_dim)):
             shape = tuple(z.shape) if hasattr(z, "shape") else type(z).__name__
             raise ValueError(f"data[1] (z) of shape {shape} is not allowed: expected ({len(x)}, {model.z_dim}), "
                              f"one latent per row of x")
-        _check_finite("data[1] (z)", z)
+        checks.finite("data[1] (z)", z)
     log_w, log_w_rev, acc = _ais_chunks(model, x, num_steps=num_steps, num_chains=num_chains, n_leapfrog=n_leapfrog,
                                         schedule=schedule, delta=delta, tune_chains=tune_chains, init_step=init_step,
                                         target_accept=target_accept, adapt_rate=adapt_rate, batch_size=batch_size,
@@ -567,14 +559,16 @@ def accuracy_settings(budget, seed: int = 0) -> dict:
 
 def _cached(path: Path, settings: dict, identity: dict | None, allow: bool, what: str):
     """A finished record at ``path`` with the same settings (and config identity), else None;
-    with ``allow`` False a missing one is an error naming it."""
+    one of other settings is kept and refused in one line; with ``allow`` False a missing one is
+    an error naming it."""
+    from .records import differences, existing_record
     from .sweep import MissingResultError
-    from .train import read_json
 
-    if path.is_file():
-        record = read_json(path)
-        if record.get("settings") == settings and (identity is None or record.get("identity") == identity):
-            return record
+    wanted = {"settings": settings, **({"identity": identity} if identity is not None else {})}
+    record = existing_record(path, what, lambda r: differences(r, wanted),
+                             "compute these settings in another output folder (output_dir)", required=("settings",))
+    if record is not None:
+        return record
     if not allow:
         raise MissingResultError(f"no {what} with these settings at {path}; computing is off "
                                  f"(allow_training=False): rerun with allow_training=True to compute it")
@@ -599,7 +593,8 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
     """
     from .exact import quadrature_log_likelihood, quadrature_settings
     from .experiments import trained_model
-    from .train import atomic_write_json, evaluation_images, provenance
+    from .records import check_output_file, provenance, write_record
+    from .train import evaluation_images
 
     path = Path(cfg.results_dir) / f"{cfg.name}_estimator_accuracy.json"
     settings = {k: v for k, v in settings.items() if k not in ("dims", "dims_n")}  # the linear-Gaussian study's own
@@ -609,6 +604,7 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
         if report:
             report(float("inf"))
         return record
+    check_output_file(path, "estimator-accuracy record")
     session = provenance()
     model = trained_model(cfg, allow_training)
     done = 0
@@ -648,7 +644,7 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
                                              "check": {**fine, "point": "test[0]", "value": check,
                                                        "abs_diff": abs(check - exact[i_check])}},
               "rows": rows, "provenance": session}
-    atomic_write_json(path, record)
+    write_record(path, record, f"estimator-accuracy result for run {cfg.name!r}")
     return record
 
 
@@ -678,18 +674,19 @@ DIMENSION_MODEL = {"class": "LinearGaussian", "x_dim": 50, "sigma": 1.0, "orthog
 def dimension_study_job(settings: dict, results_dir, allow_training: bool = True, report=None) -> dict:
     """``dimension_study`` at ``settings`` (``accuracy_settings``), cached as
     ``estimator_accuracy_dimensions.json`` in ``results_dir`` (a sweep task)."""
-    from .train import atomic_write_json, provenance
+    from .records import check_output_file, provenance, write_record
 
     sub = {**{k: settings[k] for k in ("dims", "dims_n", "l_values", "repeats", "seed")}, "model": DIMENSION_MODEL}
     path = Path(results_dir) / "estimator_accuracy_dimensions.json"
     record = _cached(path, sub, None, allow_training, "linear-Gaussian dimension study")
     if record is None:
+        check_output_file(path, "dimension-study record")
         session = provenance()
         rows = dimension_study(sub["dims"], sub["l_values"], sub["dims_n"], sub["repeats"], sub["seed"],
                                x_dim=DIMENSION_MODEL["x_dim"], sigma=DIMENSION_MODEL["sigma"])
         record = {"settings": sub, "model": DIMENSION_MODEL,
                   "rows": rows, "provenance": session}
-        atomic_write_json(path, record)
+        write_record(path, record, "the linear-Gaussian dimension study")
     if report:
         report(float("inf"))
     return record
@@ -847,21 +844,31 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     each split are also integrated by quadrature, and each estimator's error on them reported.
     """
     from .exact import quadrature_log_likelihood
-
-    from .train import RESULTS_DIR, atomic_write_json, evaluation_images, load_trained, provenance
+    from .records import RESULTS_DIR, check_output_file, differences, existing_record, provenance, write_record
+    from .train import evaluation_images, load_trained
 
     checks.at_least("n", n)
     checks.at_least("is_samples", is_samples, 0)
-    checks.at_least("seed", seed, 0)
+    checks.seed("seed", seed)
     checks.at_least("threads", threads)
     checks.at_least("quadrature_n", quadrature_n, 0)
-    torch.set_num_threads(threads)
-    session = provenance()  # the code this process runs is the code at its start
     model, ckpt = load_trained(name_or_path)
     cfg = ckpt["config"]
     name = Path(str(name_or_path)).stem
-    result = {"run": name, "config": cfg, "samples_seen": ckpt["run"]["samples_seen"], "n": n, "seed": seed,
-              "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}, "is_samples": is_samples}
+    out = Path(out) if out else RESULTS_DIR / f"{name}_likelihood.json"
+    identity = {"run": name, "config": cfg, "samples_seen": ckpt["run"]["samples_seen"], "n": n, "seed": seed,
+                "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256},
+                "is_samples": is_samples, "quadrature_n": quadrature_n}
+    what = f"log p(x) estimates of run {name!r}"
+    old = existing_record(out, what, lambda r: differences(r, identity), "pass --out to write these elsewhere",
+                          required=("run", "train", "test"))
+    if old is not None:
+        log(f"{name}: the same estimates are already in {out}; reused, nothing computed")
+        return old
+    check_output_file(out, "likelihood record")
+    torch.set_num_threads(threads)
+    session = provenance()  # the code this process runs is the code at its start
+    result = dict(identity)
     for split in ("train", "test"):
         X = evaluation_images(cfg, split, n, data_dir)
         g = torch.Generator().manual_seed(seed)
@@ -888,9 +895,8 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
             entry["quadrature"] = q
         result[split] = entry
         log(f"{name} {split}: " + str({k: v for k, v in entry.items() if not k.endswith("per_point")}))
-    result["quadrature_n"] = quadrature_n
     result["provenance"] = session
-    atomic_write_json(Path(out) if out else RESULTS_DIR / f"{name}_likelihood.json", result)
+    write_record(out, result, what)
     return result
 
 
@@ -924,12 +930,13 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     results/quick/ais_calibration.json) after every model, with settings, seed and provenance.
     """
     from .exact import quadrature_log_likelihood, quadrature_settings
-    from .train import RESULTS_DIR, atomic_write_json, evaluation_images, load_trained, provenance
+    from .records import RESULTS_DIR, check_output_file, differences, existing_record, provenance, write_record
+    from .train import evaluation_images, load_trained
 
     checks.at_least("n", n)
     checks.at_least("bdmc_n", bdmc_n)
     checks.at_least("is_samples", is_samples)
-    checks.at_least("seed", seed, 0)
+    checks.seed("seed", seed)
     checks.at_least("threads", threads)
     ais_kw = dict(num_steps=num_steps, num_chains=num_chains, n_leapfrog=n_leapfrog, schedule=schedule,
                   tune_chains=tune_chains)
@@ -943,7 +950,25 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
                 "importance": {"n_samples": is_samples, "batch_size": 100, "chunk": 250},
                 "bdmc": {"n": bdmc_n, **ais_kw}, "quadrature": {**_FAST_QUADRATURE, "check_factor": 1.3},
                 "tolerance": AIS_TOLERANCE, "threads": threads}
-    record = {"settings": settings, "seed": seed, "models": [], "provenance": session}
+    names = [Path(str(c)).stem for c in checkpoints]
+    what = "an AIS calibration record"
+
+    def diff(r):
+        other = sorted({m.get("name") for m in r["models"] if isinstance(m, dict)} - set(names))
+        return {**differences(r, {"settings": settings, "seed": seed}),
+                **({"models": (other, names)} if other or not isinstance(r["models"], list) else {})}
+
+    record = existing_record(out, what, diff, "pass out= another file to calibrate with these settings",
+                             required=("models",))
+    if record is not None and len(record["models"]) == len(names):
+        log(f"{out} already holds this calibration, complete; reused, nothing computed")
+        return record
+    if record is not None:
+        log(f"{out}: resuming after {len(record['models'])} of {len(names)} models")
+    else:
+        check_output_file(out, "AIS calibration record")
+    record = record or {"settings": settings, "seed": seed, "models": [], "provenance": session}
+    done = {m["name"] for m in record["models"]}
 
     def timed(f):
         t0 = time.perf_counter()
@@ -951,6 +976,8 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
         return np.asarray(v, dtype=np.float64), time.perf_counter() - t0
 
     for i, ckpt_path in enumerate(checkpoints):
+        if names[i] in done:
+            continue
         model, ckpt = load_trained(ckpt_path)
         cfg, name = ckpt["config"], Path(str(ckpt_path)).stem
         quad = quadrature_settings(model.z_dim, **_FAST_QUADRATURE)
@@ -992,7 +1019,8 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
         record["models"].append(entry)
         worst = max(e["splits"][s]["ais"]["mean_abs_error"] for e in record["models"] for s in e["splits"])
         record["summary"] = {"ais_worst_mean_abs_error": worst, "held": worst < AIS_TOLERANCE,
-                             "complete": i == len(checkpoints) - 1}
-        atomic_write_json(out, record)
+                             "complete": len(record["models"]) == len(checkpoints)}
+        write_record(out, record, what, lambda old: {m["name"] for m in old["models"]} <= done | {entry["name"]})
+        done.add(name)
     return record
 

@@ -15,6 +15,7 @@ by ``save_figure`` (PNG for the screen, PDF for print) in one seaborn style.
 from __future__ import annotations
 
 import csv
+import glob
 import math
 import os
 from pathlib import Path
@@ -23,11 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .train import read_json  # noqa: E402  (a damaged results file is reported, not a JSON traceback)
+from .records import (FIGURES_DIR, RESULTS_DIR, atomic_write_bytes, check_output_dir, read_json,  # noqa: F401
+                      read_training_record)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIGURES_DIR = REPO_ROOT / "figures"
-RESULTS_DIR = REPO_ROOT / "results"
 REFERENCE_ENV = "AEVB_REFERENCE_DIR"
 PAPER_CSV = Path(__file__).resolve().parent / "paper" / "aevb_paper_figures_digitized.csv"
 COLORS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
@@ -48,13 +47,21 @@ use_style()
 def save_figure(fig, name: str, directory: Path | None = None, *, show: bool = False) -> list[Path]:
     """The one place figures are written: <directory>/<name>.png (150 dpi) and .pdf.
 
+    A figure is drawn from records and holds nothing they do not, so it is redrawn freely; the
+    files carry no date, so the same records give the same bytes, and a file whose bytes would
+    not change is left alone. Each file is written whole or not at all.
     ``show`` displays the figure in a notebook before it is closed."""
-    directory = Path(directory) if directory else FIGURES_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    import io
+
+    directory = check_output_dir(Path(directory) if directory else FIGURES_DIR, "figures folder")
     paths = []
-    for ext, kw in (("png", {"dpi": 150, "metadata": {"Software": "vae_utils"}}), ("pdf", {"metadata": {"Creator": "vae_utils"}})):
+    for ext, kw in (("png", {"dpi": 150, "metadata": {"Software": "vae_utils"}}),
+                    ("pdf", {"metadata": {"Creator": "vae_utils", "CreationDate": None}})):
         path = directory / f"{name}.{ext}"
-        fig.savefig(path, bbox_inches="tight", **kw)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, bbox_inches="tight", **kw)
+        if not (path.is_file() and path.read_bytes() == buf.getvalue()):
+            atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     if show:
         from IPython.display import display
@@ -65,12 +72,20 @@ def save_figure(fig, name: str, directory: Path | None = None, *, show: bool = F
 
 
 def load_results(pattern: str = "*.json", directory: Path | None = None) -> list[dict]:
+    """The training results files matching ``pattern`` (relative to ``directory``, default
+    results/, or absolute); other records there (log p(x), verdicts) are skipped, and a file that
+    looks like training results but is malformed is refused in one line."""
     directory = Path(directory) if directory else RESULTS_DIR
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"pattern={pattern!r} is not allowed: expected a glob such as '*.json'")
+    paths = sorted(Path(p) for p in glob.glob(pattern)) if Path(pattern).is_absolute() else sorted(directory.glob(pattern))
     out = []
-    for p in sorted(directory.glob(pattern)):
+    for p in paths:
+        if not p.is_file():
+            continue
         d = read_json(p)
-        if "curve" in d:
-            out.append(d)
+        if isinstance(d, dict) and "curve" in d:
+            out.append(read_training_record(p))
     return out
 
 

@@ -30,8 +30,11 @@ def notebook_paths() -> list[Path]:
 def select(only: list[str] | None) -> list[Path]:
     """The notebooks named by ``only`` (full names, with or without .ipynb, or their NN prefix)."""
     paths = notebook_paths()
-    if not only:
+    if only is None:
         return paths
+    if isinstance(only, str) or not all(isinstance(n, str) for n in only) or not only:
+        raise ValueError(f"only={only!r} selects no notebook: pass None for all, or a list of names or NN prefixes "
+                         f"({', '.join(p.stem for p in paths)})")
     chosen = []
     for name in only:
         key = name.removesuffix(".ipynb")

@@ -33,26 +33,19 @@ from typing import Callable
 import torch
 from tqdm.std import tqdm  # plain text: renders in terminals, Jupyter and saved notebooks alike
 
-from .config import identity_differences
-from .train import TrainConfig, read_json, results_path, train
+from .train import TrainConfig, recorded_results, train
 
 
 class MissingResultError(FileNotFoundError):
     pass
 
 
-def _same_identity(recorded_config: dict, cfg: TrainConfig) -> bool:
-    return not identity_differences(recorded_config, cfg)
-
-
 def finished_result(cfg: TrainConfig) -> dict | None:
-    """The recorded results of a finished run of the same config with at least ``cfg.samples``."""
-    path = results_path(cfg)
-    if not path.is_file():
-        return None
-    recorded = read_json(path)
-    ok = recorded.get("finished") and recorded.get("samples_seen", 0) >= cfg.samples
-    return recorded if ok and _same_identity(recorded.get("config", {}), cfg) else None
+    """The recorded results of a finished run of the same config with at least ``cfg.samples``
+    (None if there are none yet); a record of another config under the name is refused."""
+    recorded = recorded_results(cfg)
+    ok = recorded is not None and recorded["finished"] is True and recorded["samples_seen"] >= cfg.samples
+    return recorded if ok else None
 
 
 def ensure_run(cfg: TrainConfig, allow_training: bool = True, report: Callable[[int], None] | None = None) -> dict:

@@ -13,35 +13,38 @@ written atomically) holds everything needed to continue bit-for-bit, RNG include
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 import os
-import platform
-import subprocess
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm.std import tqdm
 
+from . import checks
 from . import data as data_mod
 from .algorithms import get_algorithm
 from .config import TrainConfig, identity_differences  # users import TrainConfig from here too
 from .models import VAE, build_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "results"
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+# where runs go, reading and atomic writing of records, provenance: records.py (imported here too)
+from .records import (CHECKPOINT_DIR, REPO_ROOT, RESULTS_DIR, Interrupted, RecordExistsError,  # noqa: F401
+                      ResultsFileError, RunFailed, atomic_write_bytes, atomic_write_json, check_output_dir,
+                      check_output_file, check_training_record, differences, existing_record, read_training_record, keeps_points, machine, provenance, read_json, read_record, write_record)
+
 # A run of at least this many optimiser steps compiles its update (compile="auto"): a compile costs
 # 2-15 s, the fused update saves about 1 ms per step (the benchmark, results/benchmarks.json).
 COMPILE_FROM_STEPS = 20_000
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(RunFailed):
+    """Non-finite parameters or objective: the run stopped; its last good checkpoint is kept."""
 
 
 # --- bookkeeping --------------------------------------------------------------------
@@ -54,34 +57,6 @@ def results_path(cfg: TrainConfig) -> Path:
     return (Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR) / f"{cfg.name}.json"
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", delete=False) as tmp:
-        tmp.write(payload)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600
-    os.replace(tmp.name, path)
-
-
-class ResultsFileError(ValueError):
-    pass
-
-
-def read_json(path) -> dict:
-    """A results file; a damaged one (truncated, not JSON) is reported with its path and remedy."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsFileError(f"results file {path} is damaged ({type(e).__name__}: {e}); it was not used. Delete "
-                               f"it to recompute it (a run's checkpoint, if present, is reused)") from None
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1, default=str) + "\n").encode())
-
-
 def save_checkpoint(path: Path, ckpt: dict) -> None:
     import io
 
@@ -90,28 +65,48 @@ def save_checkpoint(path: Path, ckpt: dict) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(ValueError):
+    """A checkpoint that is damaged, not a checkpoint, or of another run: refused before any work."""
 
 
 class RunLockedError(RuntimeError):
     pass
 
 
+CHECKPOINT_KEYS = ("config", "lr", "lr_trials", "curve", "run")
+RUN_STATE_KEYS = ("model", "algorithm", "rng", "samples_seen", "steps", "train_time")
+
+
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint dict (tensors and plain values only); a damaged file is reported with its path."""
+    """A checkpoint dict (tensors and plain values only); a damaged file, a file that is not a
+    checkpoint (a results record, say) and one lacking a part are each reported in one line."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: name a run or its .pt file")
+    with open(path, "rb") as f:  # OSError (unreadable, missing) reported by the caller
+        head = f.read(4)
+    if head[:1] in (b"{", b"[") or path.suffix == ".json":
+        raise CheckpointError(f"{path} is a JSON record, not a checkpoint: pass the run's name or its "
+                              f"checkpoints/<run>.pt file (the file was not used or changed)")
     try:
         ckpt = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as e:  # torch reports truncation as e.g. "failed finding central directory"
+        first = (str(e).splitlines() or [""])[0][:120]
+        why = "an empty file" if path.stat().st_size == 0 else first or "unreadable"
         raise CheckpointError(
-            f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {str(e).splitlines()[0][:120]}); it was "
-            f"not used and nothing was overwritten. Delete it to restart the run from its beginning, or restore a "
-            f"good copy") from None
-    if not isinstance(ckpt, dict) or not {"config", "run"} <= set(ckpt):
-        raise CheckpointError(f"checkpoint {path} is not a vae_utils checkpoint (keys: "
-                              f"{sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}); delete or move it")
+            f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {why}); it was "
+            f"not used and nothing was overwritten. If it is this run's checkpoint, delete it to restart the run "
+            f"from its beginning, or restore a good copy") from None
+    if not isinstance(ckpt, dict) or not set(CHECKPOINT_KEYS) <= set(ckpt):
+        have = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"checkpoint {path} is not a vae_utils checkpoint (it lacks "
+                              f"{[k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]}; "
+                              f"it holds {have}); it was not used: move it away or pass another")
+    missing = [k for k in RUN_STATE_KEYS if not isinstance(ckpt["run"], dict) or k not in ckpt["run"]]
+    if missing or not isinstance(ckpt["config"], dict) or "dataset" not in ckpt["config"]:
+        raise CheckpointError(f"checkpoint {path} is incomplete (its run state lacks {missing or 'nothing'}, its "
+                              f"config {'is' if isinstance(ckpt['config'], dict) else 'is not'} a dict); it was not "
+                              f"used: move it away or pass another")
     return ckpt
 
 
@@ -148,41 +143,6 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
             self.fd = None
-
-
-def provenance() -> dict:
-    """Commit, library versions and machine of this run."""
-    import numpy
-    import scipy
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"git_commit": commit, "git_dirty": dirty, "python": sys.version.split()[0],
-            "torch": torch.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            **machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def machine() -> dict:
-    """What decides floating-point results on a CPU: its model and vector capability, the BLAS
-    and oneDNN builds torch uses, and the thread count (reductions split differently)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    config = torch.__config__.show()
-    blas = next((ln.strip(" -") for ln in config.splitlines() if "Math Kernel Library" in ln or "OpenBLAS" in ln),
-                torch.backends.mkl.is_available() and "MKL" or "unknown")
-    onednn = next((ln.strip(" -") for ln in config.splitlines() if "DNN v" in ln), "none")
-    return {"cpu_model": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas,
-            "onednn": onednn, "torch_threads": torch.get_num_threads()}
 
 
 def eval_schedule(cfg: TrainConfig) -> list[int]:
@@ -282,42 +242,123 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     return max(finite, key=finite.get), scores
 
 
+RESULTS_KEYS = ("name", "algorithm", "config", "samples_seen", "finished", "curve")
+
+
+def recorded_results(cfg: TrainConfig) -> dict | None:
+    """The results file of ``cfg``'s name if it records the same run (None if there is none);
+    one of another config under that name is refused in one line."""
+    path = results_path(cfg)
+    record = existing_record(path, f"the results of run {cfg.name!r}",
+                             lambda r: identity_differences(r["config"], cfg) if isinstance(r["config"], dict)
+                             else {"config": (r["config"], cfg.identity())},
+                             "pass another --name, or another --results-dir to train this config there",
+                             required=RESULTS_KEYS)
+    return None if record is None else check_training_record(record, path)
+
+
+def _keeps_results(cfg: TrainConfig, curve: list) -> callable:
+    """A new results record of ``cfg`` may replace an old one only if it is the same run and
+    keeps every point of the old curve."""
+    return lambda old: (isinstance(old.get("config"), dict) and not identity_differences(old["config"], cfg)
+                        and keeps_points(old.get("curve") or [], curve))
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_steps: int | None = None,
           on_progress=None) -> dict:
     """Train (or resume) the run described by ``cfg``; returns and writes its results dict.
 
+    Before any work: a finished results record of the same run at or beyond ``cfg.samples`` is
+    returned as it is (nothing is trained or written); a record of another config under the
+    name, or one whose checkpoint is gone (it could not be extended without losing it), is
+    refused in one line; the output folders are checked writable. A finished record is never
+    overwritten except by the same run extended (every curve point kept).
+
     ``stop_after_steps`` ends the session early as a kill would (used by tests); the
     checkpoint then lets a later call continue. ``on_progress(samples_seen)`` is called after
     every step (a sweep's shared progress bar). While it trains, the process holds the run's
-    lock (``RunLock``): a second process starting the same run is refused.
+    lock (``RunLock``): a second process starting the same run is refused. Ctrl-C stops at the
+    end of the current step, writes a checkpoint and raises ``Interrupted``.
     """
+    ckpt_path, out_path = checkpoint_path(cfg), results_path(cfg)
+    recorded = recorded_results(cfg)
+    if recorded is not None and recorded["finished"] is True and recorded["samples_seen"] >= cfg.samples:
+        log(f"{cfg.name}: reusing the finished record {out_path} ({recorded['samples_seen']:,} samples, at or beyond "
+            f"the {cfg.samples:,} asked); nothing was trained. To train it again, pass another --results-dir")
+        if on_progress is not None:
+            on_progress(cfg.samples)
+        return recorded
+    if recorded is not None and not ckpt_path.is_file():
+        state = "finished" if recorded["finished"] else "unfinished"
+        raise RecordExistsError(
+            f"{out_path} records run {cfg.name} ({state}, {recorded['samples_seen']:,} samples); continuing it to "
+            f"{cfg.samples:,} needs its checkpoint {ckpt_path}, which is missing: restore the checkpoint, or train "
+            f"the run afresh elsewhere with another --results-dir (the record is kept)")
+    check_output_dir(out_path.parent, "results folder")
+    check_output_dir(ckpt_path.parent, "checkpoint folder")
     flush = torch.set_flush_denormal(True)  # denormal floats (< 1e-38) slow the update tenfold; their value is nil
     try:
-        with RunLock(checkpoint_path(cfg)):
-            return _train(cfg, checkpoint_path(cfg), progress=progress, log=log, stop_after_steps=stop_after_steps,
+        with RunLock(ckpt_path):
+            return _train(cfg, ckpt_path, recorded, progress=progress, log=log, stop_after_steps=stop_after_steps,
                           on_progress=on_progress)
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
-def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps, on_progress) -> dict:
+@contextlib.contextmanager
+def _stop_between_steps():
+    """While the loop runs, Ctrl-C (SIGINT) only raises a flag that the loop reads after each
+    step, so that a step is never cut in half and the checkpoint at the interrupt resumes bit
+    for bit; a second Ctrl-C interrupts at once. Outside the main thread, a no-op."""
+    flag = {"stop": False}
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is None or previous is signal.SIG_IGN:
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, *, progress, log, stop_after_steps,
+           on_progress) -> dict:
     torch.set_num_threads(cfg.threads)
     session = provenance()  # taken now: the code this process runs is the code at its start
     out_path = results_path(cfg)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if ckpt is not None:
+        diff = identity_differences(ckpt["config"], cfg)
+        if diff:
+            raise CheckpointError(f"checkpoint {ckpt_path} belongs to a different run (field: (checkpoint, now) "
+                                  f"{diff}); pass another --name or --checkpoint-dir (the checkpoint is kept)")
+        if recorded is not None and not keeps_points(recorded["curve"], ckpt["curve"]):
+            raise RecordExistsError(
+                f"checkpoint {ckpt_path} is behind the record {out_path} (curve to "
+                f"{ckpt['curve'][-1]['samples'] if ckpt['curve'] else 0:,} samples against "
+                f"{recorded['samples_seen']:,}); resuming from it would lose recorded points: restore the run's "
+                f"latest checkpoint, or train elsewhere with another --results-dir (both files are kept)")
     X_train, X_test = load_data(cfg)
     sets = eval_sets(cfg, X_train, X_test)
     schedule = eval_schedule(cfg)
 
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        diff = identity_differences(ckpt["config"], cfg)
-        if diff:
-            raise ValueError(f"checkpoint {ckpt_path} belongs to a different run (field: (checkpoint, now) {diff}); "
-                             f"pass another --name or delete the checkpoint")
+    if ckpt is not None:
         lr, lr_trials, curve = ckpt["lr"], ckpt["lr_trials"], ckpt["curve"]
         run = Run(cfg, lr, X_train)
-        run.load_state_dict(ckpt["run"])
+        try:
+            run.load_state_dict(ckpt["run"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit run {cfg.name} ({type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0][:160]}); it was not used and is kept: move it "
+                                  f"away to restart the run") from None
         log(f"resuming {cfg.name} from {ckpt_path} at {run.samples_seen:,} samples")
     else:
         if cfg.lr == "auto":
@@ -341,45 +382,55 @@ def _train(cfg: TrainConfig, ckpt_path: Path, *, progress, log, stop_after_steps
                 "samples_seen": run.samples_seen, "finished": finished, "curve": curve,
                 "train_time_s": run.train_time, "samples_per_s": rate, "provenance": session}
 
+    def write_results(record: dict) -> None:
+        write_record(out_path, record, f"the results of run {cfg.name!r}", _keeps_results(cfg, curve),
+                     "another process wrote a different run under this name; pass another --name or --results-dir")
+
     pending = [p for p in schedule if p > (curve[-1]["samples"] if curve else 0)]
     bar = tqdm(total=cfg.samples, initial=run.samples_seen, unit="sample", unit_scale=True, disable=not progress,
                desc=cfg.name, mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
     last_ckpt, steps_this_session, running = time.time(), 0, None
-    while run.samples_seen < cfg.samples:
-        t0 = time.perf_counter()
-        objective = run.step()
-        run.train_time += time.perf_counter() - t0
-        steps_this_session += 1
-        if not math.isfinite(objective):
-            bar.close()
-            raise TrainingDiverged(
-                f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
-                f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
-                f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
-        running = objective if running is None else 0.99 * running + 0.01 * objective
-        bar.update(run.samples_seen - bar.n)
-        if on_progress is not None:
-            on_progress(run.samples_seen)
-        if pending and run.samples_seen >= pending[0]:
-            pending.pop(0)
-            point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
-                     "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2)}
-            curve.append(point)
-            bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
-            checkpoint()
-            atomic_write_json(out_path, results(finished=False))
-            last_ckpt = time.time()
-        elif time.time() - last_ckpt > cfg.checkpoint_every_s:
-            checkpoint()
-            last_ckpt = time.time()
-        if stop_after_steps is not None and steps_this_session >= stop_after_steps:
-            checkpoint()
-            bar.close()
-            return results(finished=False)
+    with _stop_between_steps() as interrupt:
+        while run.samples_seen < cfg.samples:
+            t0 = time.perf_counter()
+            objective = run.step()
+            run.train_time += time.perf_counter() - t0
+            steps_this_session += 1
+            if not math.isfinite(objective):
+                bar.close()
+                raise TrainingDiverged(
+                    f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
+                    f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
+                    f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
+            running = objective if running is None else 0.99 * running + 0.01 * objective
+            bar.update(run.samples_seen - bar.n)
+            if on_progress is not None:
+                on_progress(run.samples_seen)
+            if pending and run.samples_seen >= pending[0]:
+                pending.pop(0)
+                point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
+                         "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2)}
+                curve.append(point)
+                bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
+                checkpoint()
+                write_results(results(finished=False))
+                last_ckpt = time.time()
+            elif time.time() - last_ckpt > cfg.checkpoint_every_s:
+                checkpoint()
+                last_ckpt = time.time()
+            if stop_after_steps is not None and steps_this_session >= stop_after_steps:
+                checkpoint()
+                bar.close()
+                return results(finished=False)
+            if interrupt["stop"]:
+                bar.close()
+                checkpoint()
+                raise Interrupted(f"{cfg.name}: interrupted at {run.samples_seen:,} samples; checkpoint {ckpt_path} "
+                                  f"written: rerun the same command to resume")
     bar.close()
     checkpoint()
     out = results(finished=True)
-    atomic_write_json(out_path, out)
+    write_results(out)
     log(f"{cfg.name}: {run.samples_seen:,} samples in {run.train_time:.0f} s "
         f"({out['samples_per_s']:.0f} samples/s); final train {curve[-1]['train']:.2f}, test {curve[-1]['test']}")
     return out
@@ -394,9 +445,12 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
         raise FileNotFoundError(f"no checkpoint {name_or_path!r} (looked for it as a path and in {CHECKPOINT_DIR})")
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
-    x_dim = 784 if cfg["dataset"] == "mnist" else 560
-    model = build_model(cfg, x_dim)
-    model.load_state_dict(ckpt["run"]["model"])
+    try:
+        model = build_model(cfg, data_mod.x_dim(cfg["dataset"]))
+        model.load_state_dict(ckpt["run"]["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not hold a model this code can build ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0][:160]}); it was not used") from None
     model.eval()
     return model, ckpt
 
@@ -432,41 +486,66 @@ def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) ->
 def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1) -> dict:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     c = {k: v for k, v in recorded["config"].items() if k in fields}
-    c.setdefault("gradient", "autograd")  # a record from before the by-hand AEVB step: the arithmetic that made it
+    if recorded["algorithm"] == "aevb":
+        c.setdefault("gradient", "autograd")  # a record from before the by-hand AEVB step: the arithmetic that made it
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": threads,
                              "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": data_dir})
         return train(cfg, progress=False, log=lambda *a: None)
 
 
-def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print) -> dict:
+def verify_path(results_path, out_dir=None) -> Path:
+    """Where the verdict on ``results_path`` goes: ``<run>_verify.json`` beside it, or in ``out_dir``."""
+    results_path = Path(results_path)
+    return (Path(out_dir) if out_dir else results_path.parent) / (results_path.stem + "_verify.json")
+
+
+def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, out_dir=None) -> dict:
     """Re-run the start of a recorded run with today's code and compare its curve.
 
     The recorded step size is used (the grid trials start from the same seed, so the
     trajectory is the same). The verdict is 'identical' when every curve point agrees to the
     last bit, 'agrees within X' when the largest difference is within ``VERIFY_TOLERANCE``
     (floating-point noise of another CPU, BLAS build or thread count), else 'differs'.
+
+    The verdict is written to ``verify_path`` (``<run>_verify.json``). A verdict already there
+    from the same clean commit on the same run and sample count is reused; one from other code
+    or settings is kept, and this one refused before any work (pass ``out_dir``).
     """
+    checks.at_least("samples", samples)
     results_path = Path(results_path)
-    recorded = read_json(results_path)
+    recorded = read_training_record(results_path)
+    out = verify_path(results_path, out_dir)
+    session = provenance()
+    wanted = {"run": recorded["name"], "samples": samples, "recorded_commit": recorded["provenance"].get("git_commit")}
+    same_code = lambda r: (isinstance(r.get("provenance"), dict) and not session["git_dirty"]  # noqa: E731
+                           and not r["provenance"].get("git_dirty") and session["git_commit"] is not None
+                           and r["provenance"].get("git_commit") == session["git_commit"])
+    diff = lambda r: {**differences(r, wanted), **({} if same_code(r) else {"code": (  # noqa: E731
+        (r.get("provenance") or {}).get("git_commit"), f"{session['git_commit']}{' (dirty)' * bool(session['git_dirty'])}")})}
+    old = existing_record(out, f"a verify verdict on {recorded['name']}", diff,
+                          "pass --out-dir to write this verdict elsewhere", required=("verdict",))
+    if old is not None:
+        log(f"{recorded['name']}: verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
+        return old
+    check_output_file(out, "verify record")
     rerun = _rerun(recorded, samples, data_dir)
     cmp = compare_curves(recorded["curve"], rerun["curve"], VERIFY_TOLERANCE[recorded["algorithm"]])
-    out = {"run": recorded["name"], "recorded_commit": recorded["provenance"]["git_commit"], "samples": samples,
-           **cmp, "identical": cmp["verdict"] == "identical",
-           "recorded_machine": {k: recorded["provenance"].get(k) for k in ("cpu_model", "blas", "onednn", "torch_threads",
-                                                                            "processor")},
-           "comparison": [{"samples": p["samples"], "rerun": (p["train"], p["test"])} for p in rerun["curve"]],
-           "provenance": rerun["provenance"]}
-    atomic_write_json(results_path.with_name(results_path.stem + "_verify.json"), out)
+    result = {**wanted, **cmp, "identical": cmp["verdict"] == "identical",
+              "recorded_machine": {k: recorded["provenance"].get(k) for k in ("cpu_model", "blas", "onednn",
+                                                                              "torch_threads", "processor")},
+              "comparison": [{"samples": p["samples"], "rerun": (p["train"], p["test"])} for p in rerun["curve"]],
+              "provenance": rerun["provenance"]}
+    write_record(out, result, f"a verify verdict on {recorded['name']}")
     log(f"{recorded['name']}: {cmp['points_compared']} curve points up to {samples:,} samples: {cmp['verdict']} "
         f"(largest difference {cmp['largest_difference']:.3g} nat) with the code at {rerun['provenance']['git_commit']}")
-    return out
+    return result
 
 
 def measure_float_noise(results_path, samples: int = 200_000, data_dir=None) -> dict:
     """The same recorded run re-run at 1 and at 2 threads (another reduction order, as another
     CPU or BLAS build would give): the largest curve difference floating-point noise causes."""
-    recorded = read_json(results_path)
+    recorded = read_training_record(results_path)
     one, two = (_rerun(recorded, samples, data_dir, threads) for threads in (1, 2))
     return {"run": recorded["name"], "algorithm": recorded["algorithm"], "samples": samples,
             **compare_curves(one["curve"], two["curve"], math.inf), "provenance": two["provenance"]}
