@@ -557,16 +557,24 @@ def accuracy_settings(budget, seed: int = 0) -> dict:
             "quadrature_check": {"factor": 1.3}}
 
 
-def _cached(path: Path, settings: dict, identity: dict | None, allow: bool, what: str):
-    """A finished record at ``path`` with the same settings (and config identity), else None;
-    one of other settings is kept and refused in one line; with ``allow`` False a missing one is
-    an error naming it."""
+def _cached(path: Path, settings: dict, cfg, allow: bool, what: str):
+    """A finished record at ``path`` with the same settings (and the same run ``cfg`` at the same
+    training samples), else None; one of other settings is kept and refused in one line; with
+    ``allow`` False a missing one is an error naming it."""
+    from .config import identity_differences
     from .records import differences, existing_record
     from .sweep import MissingResultError
 
-    wanted = {"settings": settings, **({"identity": identity} if identity is not None else {})}
-    record = existing_record(path, what, lambda r: differences(r, wanted),
-                             "compute these settings in another output folder (output_dir)", required=("settings",))
+    def diff(r):
+        d = differences(r, {"settings": settings})
+        if cfg is not None:
+            ident = r.get("identity") if isinstance(r.get("identity"), dict) else {}
+            d.update(identity_differences(ident, cfg))  # a field the record predates counts as its default
+            d.update(differences(ident, {"samples": cfg.samples}))
+        return d
+
+    record = existing_record(path, what, diff, "compute these settings in another output folder (output_dir)",
+                             required=("settings",))
     if record is not None:
         return record
     if not allow:
@@ -599,7 +607,7 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
     path = Path(cfg.results_dir) / f"{cfg.name}_estimator_accuracy.json"
     settings = {k: v for k, v in settings.items() if k not in ("dims", "dims_n")}  # the linear-Gaussian study's own
     identity = json.loads(json.dumps({**cfg.identity(), "samples": cfg.samples}, default=str))
-    record = _cached(path, settings, identity, allow_training, f"estimator-accuracy result for run {cfg.name!r}")
+    record = _cached(path, settings, cfg, allow_training, f"estimator-accuracy result for run {cfg.name!r}")
     if record is not None:
         if report:
             report(float("inf"))
