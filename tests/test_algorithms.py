@@ -255,3 +255,16 @@ def test_the_bernoulli_log_likelihood_has_the_bits_of_torch_distributions_bernou
         g_ours = torch.autograd.grad(ours.sum(), model.decoder_parameters())
         g_truth = torch.autograd.grad(truth.sum(), model.decoder_parameters())
         assert all(torch.equal(a, b) for a, b in zip(g_ours, g_truth))
+
+
+def test_no_module_of_the_package_imports_itself_through_others():
+    modules = [p.stem for p in Path(algorithms.__file__).parent.glob("*.py") if not p.stem.startswith("__")]
+    circles = {m: sorted(package_imports(m)) for m in modules if m in package_imports(m)}
+    assert not circles, circles
+
+
+def test_the_estimators_sit_below_the_loop_and_records_below_everything():
+    assert package_imports("marginal_likelihood") <= {"checks", "hmc", "models", "estimators"}
+    assert not package_imports("records")  # paths, reading and writing: imported by every other layer
+    studies = package_imports("likelihood_studies")
+    assert {"marginal_likelihood", "train", "experiments"} <= studies and "likelihood_studies" not in package_imports("train")

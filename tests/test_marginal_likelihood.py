@@ -114,7 +114,7 @@ def test_quadrature_is_exact_for_a_3d_linear_gaussian():
 def test_likelihood_command_writes_every_estimate(tmp_path, data_dir):
     import json
 
-    from vae_utils.marginal_likelihood import evaluate_checkpoint
+    from vae_utils.likelihood_studies import evaluate_checkpoint
     from vae_utils.train import train
 
     cfg = small_config(tmp_path, n_z=3, n_hidden=50, samples=20_000, name="ml")
@@ -145,7 +145,7 @@ def _gaussian_ratio_second_moment(a, s1, b, s2):
 def test_accuracy_statistics_of_known_errors(linear_gaussian):
     """With q(z|x) the exact posterior every importance estimate is log p(x) itself, so against a
     'truth' shifted by c_i the errors are exactly -c_i: every statistic is known in closed form."""
-    from vae_utils.marginal_likelihood import estimator_accuracy
+    from vae_utils.likelihood_studies import estimator_accuracy
 
     model, x, exact = linear_gaussian
     c = np.linspace(-1.0, 2.0, len(x))
@@ -166,7 +166,7 @@ def test_accuracy_of_importance_sampling_matches_the_delta_method(linear_gaussia
     w/p(x) = p(z|x)/q(z) have a variance V known in closed form, the same for every x, and the
     bias of log-mean-exp over K weights is -V/(2K) to first order. The study must report that
     bias and an error that falls with K."""
-    from vae_utils.marginal_likelihood import estimator_accuracy
+    from vae_utils.likelihood_studies import estimator_accuracy
 
     model, x, exact = linear_gaussian
     off = Perturbed(model.W, model.b, model.sigma)
@@ -186,7 +186,7 @@ def test_accuracy_of_importance_sampling_matches_the_delta_method(linear_gaussia
 def test_accuracy_of_appendix_d_improves_with_l(linear_gaussian):
     """L = 10 leaves 5 fitting samples, too few for a KDE in 3-D (the diagonal-Gaussian fallback is
     reported for every point); L = 200 fits a KDE and is accurate against the closed form."""
-    from vae_utils.marginal_likelihood import estimator_accuracy
+    from vae_utils.likelihood_studies import estimator_accuracy
 
     model, x, exact = linear_gaussian
     lo, hi = estimator_accuracy(model, x[:100], exact[:100], l_values=(10, 200), k_values=(), seed=0)
@@ -199,7 +199,7 @@ def test_accuracy_of_appendix_d_improves_with_l(linear_gaussian):
 def test_dimension_study_job_caches_and_refuses_without_permission(tmp_path):
     import json
 
-    from vae_utils.marginal_likelihood import dimension_study_job
+    from vae_utils.likelihood_studies import dimension_study_job
     from vae_utils.sweep import MissingResultError
 
     settings = {"dims": [2], "dims_n": 6, "l_values": [50], "repeats": 1, "seed": 0, "n": 0}

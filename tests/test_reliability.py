@@ -250,7 +250,8 @@ API_CASES = [
      r"X has dtype torch.int64; expected a floating tensor"),
     ("sgvb_a-nan", _est("sgvb_a", lambda: (_tiny_model(), _nan_x())), ValueError, r"x has 1 NaN or infinite values \(rows \[1\]\)"),
     ("get_budget-unknown", lambda: budgets.get_budget("huge"), ValueError, r"budget='huge' is not a budget"),
-    ("evaluate_checkpoint-seed", _ml("evaluate_checkpoint", lambda: ("nope",), seed=2**70), ValueError, r"seed=\d+ is not allowed"),
+    ("evaluate_checkpoint-seed", lambda: __import__("vae_utils.likelihood_studies", fromlist=["x"]).evaluate_checkpoint(
+        "nope", seed=2**70), ValueError, r"seed=\d+ is not allowed"),
     ("estimator-list", _cfg(estimator=["B"]), ValueError, r"unknown estimator \['B'\]"),
 ]
 
@@ -660,7 +661,7 @@ def _writer_decoder_images(tmp_path):
 def _writer_accuracy(tmp_path):
     from conftest import small_config
     from vae_utils.budgets import BUDGETS
-    from vae_utils.marginal_likelihood import accuracy_settings, estimator_accuracy_job
+    from vae_utils.likelihood_studies import accuracy_settings, estimator_accuracy_job
 
     cfg = small_config(tmp_path)
     _other_settings(tmp_path / "results" / f"{cfg.name}_estimator_accuracy.json")
@@ -669,14 +670,14 @@ def _writer_accuracy(tmp_path):
 
 def _writer_dimension_study(tmp_path):
     from vae_utils.budgets import BUDGETS
-    from vae_utils.marginal_likelihood import accuracy_settings, dimension_study_job
+    from vae_utils.likelihood_studies import accuracy_settings, dimension_study_job
 
     _other_settings(tmp_path / "estimator_accuracy_dimensions.json")
     return lambda: dimension_study_job(accuracy_settings(BUDGETS["smoke"]), tmp_path)
 
 
 def _writer_ais_calibration(tmp_path):
-    from vae_utils.marginal_likelihood import ais_calibration
+    from vae_utils.likelihood_studies import ais_calibration
 
     _other_settings(tmp_path / "ais.json", seed=0)
     return lambda: ais_calibration(["a", "b"], n=3, out=tmp_path / "ais.json")
@@ -712,3 +713,16 @@ def test_save_once_keeps_the_same_computation_and_writes_a_new_one(tmp_path):
     first = records.save_once(path, {"budget": "smoke", "seed": 0, "value": 1}, ("budget", "seed"), "checks", log=lambda *a: None)
     kept = records.save_once(path, {"budget": "smoke", "seed": 0, "value": 2}, ("budget", "seed"), "checks", log=lambda *a: None)
     assert first == kept == json.loads(path.read_text()) and kept["value"] == 1
+
+
+def test_ais_calibration_command_reuses_its_finished_record(ws, capsys):
+    argv = ["ais-calibration", "--checkpoints", str(ws / "ckpt" / "tiny.pt"), "--n", "2", "--num-steps", "10",
+            "--bdmc-n", "2", "--is-samples", "10", "--out", str(ws / "ais.json")]
+    assert run_cli(argv, capsys)[0] == 0
+    before = fingerprint(ws)
+    code, lines, out = run_cli(argv, capsys)
+    assert code == 0 and "reused, nothing computed" in out
+    assert_nothing_lost(ws, before)
+    code, lines, out = run_cli([*argv[:-4], "--is-samples", "11", "--out", str(ws / "ais.json")], capsys)
+    assert code == 2 and len(lines) == 1 and "of another computation" in lines[0] and "--out another file" in lines[0]
+    assert_nothing_lost(ws, before)

@@ -89,7 +89,8 @@ def test_the_estimators_and_likelihood_functions_refuse_bad_input_in_one_line():
 
     from vae_utils.estimators import lower_bound, sgvb_b
     from vae_utils.exact import LinearGaussian
-    from vae_utils.marginal_likelihood import evaluate_checkpoint, hmc_kde_log_likelihood, importance_log_likelihood
+    from vae_utils.likelihood_studies import evaluate_checkpoint
+    from vae_utils.marginal_likelihood import hmc_kde_log_likelihood, importance_log_likelihood
 
     model = LinearGaussian.random(x_dim=10, z_dim=3)
     x = model.sample_x(5)

@@ -8,7 +8,8 @@
     records              paths, atomic reading and writing of records, provenance; finished results kept
     train                the resumable training loop, checkpoints, verify       (Section 5)
     hmc                  batched Hamiltonian Monte Carlo                        (App. D, E)
-    marginal_likelihood  the Appendix-D estimator and importance sampling      (App. D, Figure 3)
+    marginal_likelihood  the Appendix-D estimator, importance sampling, AIS, BDMC  (App. D, Figure 3)
+    likelihood_studies   their accuracy against quadrature, checkpoint evaluation, AIS calibration
     exact                closed-form and quadrature log p(x) for testing
     sweep                many runs in parallel processes or on a dask cluster
     benchmark            samples/s against the usual PyTorch loop and the matmul limit

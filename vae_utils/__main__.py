@@ -1,4 +1,5 @@
-"""Command line: ``python -m vae_utils {reproduce, train, fetch-data, likelihood, verify, report, benchmark} ...``.
+"""Command line: ``python -m vae_utils {reproduce, train, fetch-data, likelihood, ais-calibration, verify, report,
+benchmark, fidelity} ...``.
 
     python -m vae_utils reproduce --budget quick           # every notebook, through papermill
     python -m vae_utils train --dataset mnist --nz 20 --samples 1e6
@@ -156,6 +157,22 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--data-dir", default=None)
     m.add_argument("--out", default=None, help="results JSON (default results/<run>_likelihood.json)")
+    a = sub.add_parser("ais-calibration", help="AIS, Appendix D and importance sampling against quadrature on "
+                       "Figure 3's Nz = 3 models, with the BDMC gap (results/quick/ais_calibration.json)")
+    a.add_argument("--checkpoints", type=_names, default=None, help="comma-separated run names or .pt paths "
+                   "(default: the six Figure-3 runs in checkpoints/quick/)")
+    a.add_argument("--n", type=_count, default=100, help="first n points of train and of test")
+    a.add_argument("--num-steps", type=_count, default=1000, help="AIS intermediate distributions")
+    a.add_argument("--num-chains", type=_count, default=24, help="AIS chains per datapoint")
+    a.add_argument("--n-leapfrog", type=_count, default=2, help="leapfrog steps per AIS transition")
+    a.add_argument("--schedule", choices=("sigmoid", "linear"), default="sigmoid")
+    a.add_argument("--tune-chains", type=_count, default=4, help="chains of the step-size tuning pass")
+    a.add_argument("--bdmc-n", type=_count, default=50, help="simulated points for the BDMC gap")
+    a.add_argument("--is-samples", type=_count, default=10_000, help="importance samples per point")
+    a.add_argument("--seed", type=_seed, default=0)
+    a.add_argument("--threads", type=_count, default=1)
+    a.add_argument("--out", default=None, help="record (default results/quick/ais_calibration.json; resumes it)")
+
     v = sub.add_parser("verify", help="re-run the start of recorded runs and check their curves bit for bit")
     v.add_argument("results", nargs="+", help="results/<run>.json files")
     v.add_argument("--samples", type=_count, default=200_000, help="training samples re-run (the start of the curve)")
@@ -263,7 +280,7 @@ def _run(args) -> int:
         train(cfg, progress=not args.no_progress)
         return 0
     if args.command == "likelihood":
-        from .marginal_likelihood import evaluate_checkpoint
+        from .likelihood_studies import evaluate_checkpoint
 
         evaluate_checkpoint(args.checkpoint, n=args.n, is_samples=args.is_samples, seed=args.seed,
                             threads=args.threads, quadrature_n=args.quadrature, data_dir=args.data_dir, out=args.out)
@@ -282,13 +299,25 @@ def _run(args) -> int:
             return 1
         print(f"reproduce: {len(report)} notebooks at budget {args.budget} in {time.time() - t0:.0f} s")
         return 0
+    if args.command == "ais-calibration":
+        from .likelihood_studies import FIGURE3_NZ3_RUNS, ais_calibration
+        from .records import CHECKPOINT_DIR
+
+        runs = args.checkpoints or [str(CHECKPOINT_DIR / "quick" / f"{r}.pt") for r in FIGURE3_NZ3_RUNS]
+        record = ais_calibration(runs, n=args.n, num_steps=args.num_steps, num_chains=args.num_chains,
+                                 n_leapfrog=args.n_leapfrog, schedule=args.schedule, tune_chains=args.tune_chains,
+                                 bdmc_n=args.bdmc_n, is_samples=args.is_samples, seed=args.seed, threads=args.threads,
+                                 out=args.out)
+        print(f"AIS worst mean |error| {record['summary']['ais_worst_mean_abs_error']:.3f} nat: "
+              f"{'held' if record['summary']['held'] else 'not held'}")
+        return 0
     if args.command == "verify":
         from .train import verify_run
 
-        from .train import read_training_record
+        from .train import ALGORITHMS, read_training_record
 
         for p in args.results:  # every file checked before any re-run
-            read_training_record(p)
+            read_training_record(p, ALGORITHMS)
         verdicts = [verify_run(p, args.samples, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"]
                     for p in args.results]
         return 0 if all(v != "differs" for v in verdicts) else 1

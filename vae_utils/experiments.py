@@ -29,7 +29,8 @@ import torch
 from . import data as data_mod
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
-from .config import identity_differences
+from .config import ALGORITHMS, identity_differences
+from .marginal_likelihood import APPENDIX_D, hmc_kde_log_likelihood, importance_log_likelihood
 from .records import (RecordExistsError, ResultsFileError, another_computation, atomic_write_bytes, check_output_file, differences,
                       existing_record, keeps_points, provenance, write_record)
 from .train import TrainConfig, checkpoint_path, evaluation_images, load_trained, train
@@ -37,7 +38,6 @@ from .train import TrainConfig, checkpoint_path, evaluation_images, load_trained
 FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
 FIGURE2_HIDDEN = {"mnist": 500, "frey_face": 200}
 FIGURE3_N_TRAIN = (1000, 50_000)
-ALGORITHMS = ("aevb", "wake_sleep", "mcem")
 FIGURE5_LATENTS = (2, 5, 10, 20)
 MANIFOLD_GRID = {"mnist": 20, "frey_face": 10}
 
@@ -121,11 +121,9 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
 
     Writes ``<run>_likelihood_curve.json`` after every point; a rerun skips the points done.
     """
-    from .marginal_likelihood import hmc_kde_log_likelihood, importance_log_likelihood
-
     path = likelihood_curve_path(cfg)
     settings = {"ll_n": ll_n, "is_samples": is_samples, "estimator": "appendix_d",
-                "hmc_kde": {"n_samples": 50, "n_leapfrog": 4, "n_burnin": 100, "n_init": 256}}
+                "hmc_kde": APPENDIX_D}
     what = f"the log p(x) curve of run {cfg.name!r}"
     record = existing_record(path, what, lambda r: {**differences(r, {"settings": settings}),
                                                     **_config_differences(r, cfg)},

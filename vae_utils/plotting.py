@@ -85,7 +85,7 @@ def load_results(pattern: str = "*.json", directory: Path | None = None) -> list
             continue
         d = read_json(p)
         if isinstance(d, dict) and "curve" in d:
-            out.append(read_training_record(p))
+            out.append(read_training_record(p, tuple(LABELS)))
     return out
 
 

@@ -156,17 +156,16 @@ def read_record(path, what: str, required=()) -> dict:
 TRAINING_RECORD_KEYS = ("name", "algorithm", "config", "lr", "curve", "finished", "samples_seen", "provenance")
 
 
-def read_training_record(path) -> dict:
+def read_training_record(path, algorithms=()) -> dict:
     """A training results file (``results/<run>.json``, as ``train`` writes it); any other JSON
     (``{}``, a list, a record without a curve) is refused in one line naming what it lacks."""
     return check_training_record(read_record(path, "a training results file (results/<run>.json)",
-                                             TRAINING_RECORD_KEYS), path)
+                                             TRAINING_RECORD_KEYS), path, algorithms)
 
 
-def check_training_record(r: dict, path) -> dict:
-    """The value types of a training record: a wrong one is refused in one line."""
-    from .config import ALGORITHMS
-
+def check_training_record(r: dict, path, algorithms=()) -> dict:
+    """The value types of a training record (and, given ``algorithms``, its algorithm's name):
+    a wrong one is refused in one line."""
     curve_ok = isinstance(r["curve"], list) and r["curve"] and all(
         isinstance(p, dict) and {"samples", "train", "test"} <= set(p) and isinstance(p["samples"], int)
         and all(v is None or isinstance(v, (int, float)) for v in (p["train"], p["test"])) for p in r["curve"])
@@ -178,8 +177,8 @@ def check_training_record(r: dict, path) -> dict:
         if key in r and not isinstance(r[key], kind):
             raise ResultsFileError(f"{path} is not a training results file: its {key} is {r[key]!r}, not a "
                                    f"{kind.__name__}; it was not used")
-    if r["algorithm"] not in ALGORITHMS:
-        raise ResultsFileError(f"{path}: unknown algorithm {r['algorithm']!r}; expected one of {', '.join(ALGORITHMS)}")
+    if algorithms and r["algorithm"] not in algorithms:
+        raise ResultsFileError(f"{path}: unknown algorithm {r['algorithm']!r}; expected one of {', '.join(algorithms)}")
     return r
 
 

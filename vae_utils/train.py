@@ -30,7 +30,7 @@ from tqdm.std import tqdm
 from . import checks
 from . import data as data_mod
 from .algorithms import get_algorithm
-from .config import TrainConfig, identity_differences  # users import TrainConfig from here too
+from .config import ALGORITHMS, TrainConfig, identity_differences  # users import TrainConfig from here too
 from .models import VAE, build_model
 
 # where runs go, reading and atomic writing of records, provenance: records.py (imported here too)
@@ -254,7 +254,7 @@ def recorded_results(cfg: TrainConfig) -> dict | None:
                              else {"config": (r["config"], cfg.identity())},
                              "pass another --name, or another --results-dir to train this config there",
                              required=RESULTS_KEYS)
-    return None if record is None else check_training_record(record, path)
+    return None if record is None else check_training_record(record, path, ALGORITHMS)
 
 
 def _keeps_results(cfg: TrainConfig, curve: list) -> callable:
@@ -514,7 +514,7 @@ def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, o
     """
     checks.at_least("samples", samples)
     results_path = Path(results_path)
-    recorded = read_training_record(results_path)
+    recorded = read_training_record(results_path, ALGORITHMS)
     out = verify_path(results_path, out_dir)
     session = provenance()
     wanted = {"run": recorded["name"], "samples": samples, "recorded_commit": recorded["provenance"].get("git_commit")}
@@ -545,7 +545,7 @@ def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, o
 def measure_float_noise(results_path, samples: int = 200_000, data_dir=None) -> dict:
     """The same recorded run re-run at 1 and at 2 threads (another reduction order, as another
     CPU or BLAS build would give): the largest curve difference floating-point noise causes."""
-    recorded = read_training_record(results_path)
+    recorded = read_training_record(results_path, ALGORITHMS)
     one, two = (_rerun(recorded, samples, data_dir, threads) for threads in (1, 2))
     return {"run": recorded["name"], "algorithm": recorded["algorithm"], "samples": samples,
             **compare_curves(one["curve"], two["curve"], math.inf), "provenance": two["provenance"]}
