@@ -10,6 +10,7 @@ import time
 import torch
 
 from vae_utils import train as T
+from vae_utils.records import ResultsFileError
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -59,17 +60,6 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_final_states(tmp_path, 
             assert torch.equal(a["model"][k], b["model"][k]), (nz, k)
 
 
-def test_verify_verdicts_separate_float_noise_from_a_real_difference():
-    rec = [{"samples": 100, "train": -150.0, "test": -151.0}, {"samples": 200, "train": -140.0, "test": -141.0}]
-    same = T.compare_curves(rec, [dict(p) for p in rec], 1e-3)
-    assert same["verdict"] == "identical" and same["largest_difference"] == 0.0
-    noisy = T.compare_curves(rec, [dict(p, train=p["train"] + 2e-5) for p in rec], 1e-3)
-    assert noisy["verdict"] == "agrees within 0.001" and abs(noisy["largest_difference"] - 2e-5) < 1e-9
-    real = T.compare_curves(rec, [dict(p, test=p["test"] - 0.5) for p in rec], 1e-3)
-    assert real["verdict"] == "differs" and abs(real["largest_difference"] - 0.5) < 1e-9
-    assert T.compare_curves(rec, [], 1e-3)["verdict"] == "differs"
-
-
 def test_a_damaged_results_file_is_reported_with_its_path(tmp_path):
     from vae_utils.sweep import finished_result
 
@@ -77,7 +67,7 @@ def test_a_damaged_results_file_is_reported_with_its_path(tmp_path):
     (tmp_path / "d.json").write_text('{"name": "d", "curve": [')  # truncated on disk
     try:
         finished_result(cfg)
-    except T.ResultsFileError as e:
+    except ResultsFileError as e:
         assert f"results file {tmp_path / 'd.json'} is damaged" in str(e) and "Delete it to recompute" in str(e)
     else:
         raise AssertionError("a damaged results file must be reported")

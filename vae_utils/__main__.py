@@ -312,9 +312,9 @@ def _run(args) -> int:
               f"{'held' if record['summary']['held'] else 'not held'}")
         return 0
     if args.command == "verify":
-        from .train import verify_run
-
-        from .train import ALGORITHMS, read_training_record
+        from .config import ALGORITHMS
+        from .records import read_training_record
+        from .verify import verify_run
 
         for p in args.results:  # every file checked before any re-run
             read_training_record(p, ALGORITHMS)

@@ -33,7 +33,8 @@ from .config import ALGORITHMS, identity_differences
 from .marginal_likelihood import APPENDIX_D, hmc_kde_log_likelihood, importance_log_likelihood
 from .records import (RecordExistsError, ResultsFileError, another_computation, atomic_write_bytes, check_output_file, differences,
                       existing_record, keeps_points, provenance, write_record)
-from .train import TrainConfig, checkpoint_path, evaluation_images, load_trained, train
+from .records import checkpoint_path
+from .train import TrainConfig, evaluation_images, load_trained, train
 
 FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
 FIGURE2_HIDDEN = {"mnist": 500, "frey_face": 200}

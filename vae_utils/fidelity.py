@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .config import TrainConfig
-from .train import RESULTS_DIR, read_json, results_path
+from .records import RESULTS_DIR, read_json, results_path
 
 FIDELITY_DIR = RESULTS_DIR / "fidelity"
 CHECKPOINTS = RESULTS_DIR.parent / "checkpoints" / "fidelity"

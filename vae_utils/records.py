@@ -129,6 +129,16 @@ def check_output_file(path, what: str = "output file") -> Path:
     return p
 
 
+def checkpoint_path(cfg) -> Path:
+    """A run's checkpoint: ``<checkpoint_dir>/<name>.pt`` (default checkpoints/)."""
+    return (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
+
+
+def results_path(cfg) -> Path:
+    """A run's results record: ``<results_dir>/<name>.json`` (default results/)."""
+    return (Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR) / f"{cfg.name}.json"
+
+
 # --- reading ----------------------------------------------------------------------------
 
 def read_json(path):
@@ -329,7 +339,7 @@ def machine() -> dict:
             "onednn": onednn, "torch_threads": torch.get_num_threads()}
 
 
-__all__ = ["REPO_ROOT", "RESULTS_DIR", "CHECKPOINT_DIR", "FIGURES_DIR", "RecordError", "ResultsFileError",
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "CHECKPOINT_DIR", "FIGURES_DIR", "checkpoint_path", "results_path", "RecordError", "ResultsFileError",
            "RecordExistsError", "OutputPathError", "RunFailed", "WriteFailed", "Interrupted", "describe_os_error",
            "check_output_dir", "check_output_file", "read_json", "read_record", "read_training_record", "atomic_write_bytes",
            "atomic_write_json", "existing_record", "write_record", "save_once", "keeps_points", "differences", "provenance",

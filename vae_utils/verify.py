@@ -1,0 +1,121 @@
+"""Verification of recorded runs: the start of a run re-run with today's code, its curve
+compared point by point with the record.
+
+    verdict = identical            every bit of every compared curve point
+            | agrees within X      largest |difference| <= X = VERIFY_TOLERANCE[algorithm]
+            | differs
+
+X is ten times the largest difference that floating-point noise alone was measured to produce
+(``measure_float_noise``: the same run at 1 and at 2 threads). A verdict is a record
+(``<run>_verify.json``) and follows ``records``: the one already there is reused when it came
+from the same clean commit, and otherwise kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from pathlib import Path
+
+from . import checks
+from .config import ALGORITHMS, TrainConfig
+from .records import (check_output_file, differences, existing_record, provenance, read_training_record,
+                      write_record)
+from .train import train
+
+
+# Largest curve difference (nats per datapoint) that floating-point noise alone produces when a
+# run is repeated with another reduction order, measured by ``measure_float_noise`` (each
+# committed run re-run for 2e5 samples at 1 and at 2 threads; results/verify_float_noise.json):
+# AEVB 2.7e-5 (MNIST; Frey Face identical), wake-sleep 0.036, MCEM 0.28. The tolerance is ten
+# times that. Wake-sleep and MCEM amplify rounding: once one sampled dream pixel or one HMC
+# accept decision flips, the trajectories part, so their curves drift by hundredths to tenths of
+# a nat while remaining the same computation.
+VERIFY_TOLERANCE = {"aevb": 3e-4, "wake_sleep": 0.4, "mcem": 3.0}
+
+
+def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) -> dict:
+    """Verdict on two curves: 'identical' (every bit), 'agrees within <tol>' (largest difference
+    within the floating-point tolerance) or 'differs'; with the largest difference."""
+    old = {p["samples"]: p for p in recorded}
+    pairs = [(old[p["samples"]], p) for p in rerun if p["samples"] in old]
+    diffs = [abs(a[k] - b[k]) for a, b in pairs for k in ("train", "test") if a[k] is not None and b[k] is not None]
+    largest = max(diffs, default=math.inf)
+    if not pairs:
+        verdict = "differs"
+    elif all(a[k] == b[k] for a, b in pairs for k in ("train", "test")):
+        verdict = "identical"
+    elif largest <= tolerance:
+        verdict = f"agrees within {tolerance:g}"
+    else:
+        verdict = "differs"
+    return {"verdict": verdict, "largest_difference": largest, "points_compared": len(pairs), "tolerance": tolerance}
+
+
+def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1) -> dict:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    c = {k: v for k, v in recorded["config"].items() if k in fields}
+    if recorded["algorithm"] == "aevb":
+        c.setdefault("gradient", "autograd")  # a record from before the by-hand AEVB step: the arithmetic that made it
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": threads,
+                             "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": data_dir})
+        return train(cfg, progress=False, log=lambda *a: None)
+
+
+def verify_path(results_path, out_dir=None) -> Path:
+    """Where the verdict on ``results_path`` goes: ``<run>_verify.json`` beside it, or in ``out_dir``."""
+    results_path = Path(results_path)
+    return (Path(out_dir) if out_dir else results_path.parent) / (results_path.stem + "_verify.json")
+
+
+def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, out_dir=None) -> dict:
+    """Re-run the start of a recorded run with today's code and compare its curve.
+
+    The recorded step size is used (the grid trials start from the same seed, so the
+    trajectory is the same). The verdict is 'identical' when every curve point agrees to the
+    last bit, 'agrees within X' when the largest difference is within ``VERIFY_TOLERANCE``
+    (floating-point noise of another CPU, BLAS build or thread count), else 'differs'.
+
+    The verdict is written to ``verify_path`` (``<run>_verify.json``). A verdict already there
+    from the same clean commit on the same run and sample count is reused; one from other code
+    or settings is kept, and this one refused before any work (pass ``out_dir``).
+    """
+    checks.at_least("samples", samples)
+    results_path = Path(results_path)
+    recorded = read_training_record(results_path, ALGORITHMS)
+    out = verify_path(results_path, out_dir)
+    session = provenance()
+    wanted = {"run": recorded["name"], "samples": samples, "recorded_commit": recorded["provenance"].get("git_commit")}
+    same_code = lambda r: (isinstance(r.get("provenance"), dict) and not session["git_dirty"]  # noqa: E731
+                           and not r["provenance"].get("git_dirty") and session["git_commit"] is not None
+                           and r["provenance"].get("git_commit") == session["git_commit"])
+    diff = lambda r: {**differences(r, wanted), **({} if same_code(r) else {"code": (  # noqa: E731
+        (r.get("provenance") or {}).get("git_commit"), f"{session['git_commit']}{' (dirty)' * bool(session['git_dirty'])}")})}
+    old = existing_record(out, f"a verify verdict on {recorded['name']}", diff,
+                          "pass --out-dir to write this verdict elsewhere", required=("verdict",))
+    if old is not None:
+        log(f"{recorded['name']}: verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
+        return old
+    check_output_file(out, "verify record")
+    rerun = _rerun(recorded, samples, data_dir)
+    cmp = compare_curves(recorded["curve"], rerun["curve"], VERIFY_TOLERANCE[recorded["algorithm"]])
+    result = {**wanted, **cmp, "identical": cmp["verdict"] == "identical",
+              "recorded_machine": {k: recorded["provenance"].get(k) for k in ("cpu_model", "blas", "onednn",
+                                                                              "torch_threads", "processor")},
+              "comparison": [{"samples": p["samples"], "rerun": (p["train"], p["test"])} for p in rerun["curve"]],
+              "provenance": rerun["provenance"]}
+    write_record(out, result, f"a verify verdict on {recorded['name']}")
+    log(f"{recorded['name']}: {cmp['points_compared']} curve points up to {samples:,} samples: {cmp['verdict']} "
+        f"(largest difference {cmp['largest_difference']:.3g} nat) with the code at {rerun['provenance']['git_commit']}")
+    return result
+
+
+def measure_float_noise(results_path, samples: int = 200_000, data_dir=None) -> dict:
+    """The same recorded run re-run at 1 and at 2 threads (another reduction order, as another
+    CPU or BLAS build would give): the largest curve difference floating-point noise causes."""
+    recorded = read_training_record(results_path, ALGORITHMS)
+    one, two = (_rerun(recorded, samples, data_dir, threads) for threads in (1, 2))
+    return {"run": recorded["name"], "algorithm": recorded["algorithm"], "samples": samples,
+            **compare_curves(one["curve"], two["curve"], math.inf), "provenance": two["provenance"]}
