@@ -168,10 +168,25 @@ CLI_CASES = [
          r"ws_logvar_scale=0.1 does not apply to algorithm='aevb'"),
     Case("budget-unknown", ["reproduce", "--budget", "huge"], 2, r"--budget: invalid choice: 'huge'"),
     Case("only-unknown-notebook", ["reproduce", "--only", "99"], 2, r"--only '99' names no notebook"),
-    Case("workers-negative", ["reproduce", "--workers", "-1"], 2, r"--workers -1 is not allowed"),
+    Case("workers-negative", ["reproduce", "--workers", "-1"], 2, r"--workers: '-1' is not allowed: expected 0 \(one per core\)"),
     Case("verify-missing-file", ["verify", "{ws}/nope.json"], 2, r"nope.json: No such file or directory"),
     Case("fidelity-without-gap", ["fidelity", "run"], 2, r"fidelity run needs --gap"),
     Case("unknown-command", ["fly"], 2, r"invalid choice: 'fly'"),
+    Case("threads-huge", ["train", "--threads", "1000000", *RESULTS], 2, r"threads=1000000 is not allowed: expected an integer in 1\.\.\d+"),
+    Case("lr-huge", ["train", "--lr", "1e300", *RESULTS], 2, r"lr=1e\+300 is not allowed: expected 'auto' or a positive number up to 1000"),
+    Case("name-blank", ["train", "--name", " ", *RESULTS], 2, r"name=' ' is not allowed"),
+    Case("name-line-break", ["train", "--name", "a\nb", *RESULTS], 2, r"name='a\\nb' is not allowed"),
+    Case("out-empty", ["likelihood", "--checkpoint", "{c}/tiny.pt", "--out", ""], 2, r"--out: '' is not allowed: expected a path"),
+    Case("results-dir-blank", ["train", "--results-dir", "  "], 2, r"--results-dir: '  ' is not allowed"),
+    Case("fidelity-workers-negative", ["fidelity", "run", "--gap", "frey_face", "--workers", "-1"], 2, r"--workers: '-1' is not allowed"),
+    Case("fidelity-unknown-gap", ["fidelity", "table", "--gap", "bogus"], 2, r"--gap 'bogus' is not allowed: expected one of"),
+    Case("data-dir-is-a-file", ["train", *TINY, "--samples", "1e4", "--name", "z", "--results-dir", "{ws}/r2",
+                                "--checkpoint-dir", "{ws}/c2", "--data-dir", "{r}/tiny.json"], 2,
+         r"data_dir='.*tiny.json' is a file, not a folder"),
+    Case("report-missing-results-dir", ["report", "--results-dir", "{ws}/nope", "--figures-dir", "{ws}/fig"], 2,
+         r"results folder .*nope does not exist"),
+    Case("verify-the-same-file-twice", ["verify", "{r}/tiny.json", "{r}/tiny.json", "--samples", "1e4", "--out-dir", "{ws}/v"], 0, "",
+         check=lambda ws, out: out.count("identical") == 1),
     Case("results-dir-is-a-file", ["train", *TINY, "--samples", "1e4", "--name", "z", "--results-dir", "{r}/tiny.json",
                                    "--checkpoint-dir", "{ws}/c2"], 2, r"results folder .*tiny.json is a file, not a folder"),
 ]
@@ -253,6 +268,34 @@ API_CASES = [
     ("evaluate_checkpoint-seed", lambda: __import__("vae_utils.likelihood_studies", fromlist=["x"]).evaluate_checkpoint(
         "nope", seed=2**70), ValueError, r"seed=\d+ is not allowed"),
     ("estimator-list", _cfg(estimator=["B"]), ValueError, r"unknown estimator \['B'\]"),
+    ("sgvb_b-float64-pixels", _est("sgvb_b", lambda: (_tiny_model(), torch.rand(3, 6, dtype=torch.float64))), TypeError,
+     r"x has dtype torch.float64; the model's parameters are torch.float32"),
+    ("sgvb_a-generator-text", lambda: __import__("vae_utils.estimators", fromlist=["x"]).sgvb_a(_tiny_model(), torch.rand(3, 6), 1, "abc"),
+     TypeError, r"generator='abc' is not allowed: expected None or a torch.Generator"),
+    ("sgvb_b-no-model", _est("sgvb_b", lambda: (None, torch.rand(3, 6))), TypeError, r"model=NoneType is not allowed: expected a model with encode\(\)"),
+    ("importance-no-model", _ml("importance_log_likelihood", lambda: (None, torch.rand(3, 6))), TypeError, r"model=NoneType is not allowed"),
+    ("reparameterize-negative-L", _est("reparameterize", lambda: (torch.zeros(3, 2), torch.zeros(3, 2), -1)), ValueError, r"n_samples=-1 is not allowed"),
+    ("monte_carlo_kl-one-sample", _est("monte_carlo_kl", lambda: (torch.zeros(3, 2), torch.zeros(3, 2), 1)), ValueError,
+     r"n_samples=1 is not allowed: expected an integer >= 2"),
+    ("gaussian_kl-lists", _est("gaussian_kl", lambda: ([0.0], [0.0])), TypeError, r"expected tensors: mu is list"),
+    ("sgvb_b-pixels-above-one", _est("sgvb_b", lambda: (_tiny_model(), torch.rand(3, 6) * 5)), ValueError, r"x holds values outside \[0, 1\]"),
+    ("minibatch-size-zero", _est("minibatch_estimate", lambda: (_tiny_model(), torch.rand(3, 6), 0)), ValueError, r"batch_size=0 is not allowed"),
+    ("fit_kde-one-row", lambda: __import__("vae_utils.marginal_likelihood", fromlist=["x"]).fit_kde(__import__("numpy").zeros((1, 2))),
+     ValueError, r"samples of shape \(1, 2\) are not allowed"),
+    ("error_stats-empty", lambda: __import__("vae_utils.likelihood_studies", fromlist=["x"]).error_stats(__import__("numpy").array([])),
+     ValueError, r"errors of shape \(0,\) are not allowed"),
+    ("accuracy_settings-text", lambda: __import__("vae_utils.likelihood_studies", fromlist=["x"]).accuracy_settings("smoke"),
+     TypeError, r"budget='smoke' is not allowed: expected a budgets.Budget"),
+    ("ais_calibration-one-string", lambda: __import__("vae_utils.likelihood_studies", fromlist=["x"]).ais_calibration("/x.pt"),
+     TypeError, r"checkpoints='/x.pt' is not allowed: expected a non-empty list"),
+    ("dimension_study-zero-latents", lambda: __import__("vae_utils.likelihood_studies", fromlist=["x"]).dimension_study(z_dims=(0,)),
+     ValueError, r"z_dims=\(0,\) is not allowed"),
+    ("lower_bound-seed-negative", lambda: __import__("vae_utils.estimators", fromlist=["x"]).lower_bound(_tiny_model(), torch.rand(3, 6), seed=-1),
+     ValueError, r"seed=-1 is not allowed"),
+    ("load_dataset-split-none", lambda: D.load_dataset("mnist", None), ValueError, r"split=None is not allowed"),
+    ("fetch_data-one-string", lambda: D.fetch_data("mnist"), TypeError, r"names='mnist' is not allowed: expected a list"),
+    ("binarize_batch-integers", lambda: D.binarize_batch(torch.ones(2, 3, dtype=torch.long)), ValueError, r"expected a floating tensor of grey levels"),
+    ("data_dir-nul", lambda: D.resolve_data_dir("/tmp/\0x"), TypeError, r"data_dir='/tmp/\\x00x' is not allowed"),
 ]
 
 
@@ -272,17 +315,30 @@ NOTEBOOK_CASES = [
     ("budget-unknown", {"budget": "huge"}, ValueError, r"parameter budget='huge' is not allowed; expected one of smoke"),
     ("workers-negative", {"workers": -1}, ValueError, r"parameter workers=-1 is not allowed"),
     ("allow_training-text", {"allow_training": "no"}, TypeError, r"parameter allow_training='no' has type str; expected bool"),
+    ("ratio-infinite", {"ratio": float("inf")}, TypeError, r"parameter ratio=inf has type float \(not finite\); expected float"),
+    ("declared-without-value", {"workers": None}, ValueError, r"parameter 'workers' is declared without a value"),
+    ("output_dir-blank", {"output_dir": "  "}, ValueError, r"parameter output_dir='  ' is not allowed"),
+    ("output_dir-a-file", {"output_dir": "FILE"}, ValueError, r"results folder .*file/results cannot be written: .*Not a directory"),
 ]
 
 
 @pytest.mark.parametrize("name, values, kind, line", NOTEBOOK_CASES, ids=[c[0] for c in NOTEBOOK_CASES])
 def test_notebook_parameters_refused_in_one_line(name, values, kind, line, tmp_path):
-    ns = {"__annotations__": {"budget": str, "output_dir": str, "seed": int, "workers": int, "allow_training": bool},
-          "budget": "smoke", "output_dir": str(tmp_path), "seed": 0, "workers": 0, "allow_training": True, **values}
+    ns = {"__annotations__": {"budget": str, "output_dir": str, "seed": int, "workers": int, "allow_training": bool,
+                              "ratio": float},
+          "budget": "smoke", "output_dir": str(tmp_path / "out"), "seed": 0, "workers": 0, "allow_training": True,
+          "ratio": 0.5, **values}
+    if ns["output_dir"] == "FILE":
+        (tmp_path / "file").write_text("x")
+        ns["output_dir"] = str(tmp_path / "file")
+    if ns["workers"] is None:
+        del ns["workers"]
+    before = fingerprint(tmp_path)
     with pytest.raises(kind) as e:
         budgets.check_parameters(ns)
     assert "\n" not in str(e.value) and re.search(line, str(e.value)), str(e.value)
-    assert not any(tmp_path.iterdir()), "nothing is made for refused parameters"
+    assert not (tmp_path / "out").exists(), "nothing is made for refused parameters"
+    assert_nothing_lost(tmp_path, before)
 
 
 def test_papermill_seed_of_20_digits_is_refused_by_the_notebook(tmp_path):
@@ -328,6 +384,24 @@ def _flip(raw):
 
 def _ckpt(ws, obj):
     torch.save(obj, ws / "ckpt" / "tiny.pt")
+
+
+def _edit_record(ws, **fields):
+    rec = json.loads((ws / "results" / "tiny.json").read_text())
+    rec.update(fields)
+    (ws / "results" / "tiny.json").write_text(json.dumps(rec))
+
+
+def _edit_config(ws, **fields):
+    rec = json.loads((ws / "results" / "tiny.json").read_text())
+    rec["config"].update(fields)
+    (ws / "results" / "tiny.json").write_text(json.dumps(rec))
+
+
+def _edit_ckpt(ws, change):
+    ck = torch.load(ws / "ckpt" / "tiny.pt", weights_only=True)
+    change(ck)
+    _ckpt(ws, ck)
 
 
 def _ckpt_without_lr(ws, mp):
@@ -409,7 +483,29 @@ FILE_CASES = [
                                              "--out", "{r}/tiny_likelihood.json"], 0, "",
          check=lambda ws, out: "reused, nothing computed" in out),
     Case("benchmark-over-a-record", ["benchmark", "--only", "evaluation", "--out", "{r}/tiny_likelihood.json"], 2,
-         r"already holds a benchmark; it is kept .*--resume"),
+         r"tiny_likelihood.json is not a benchmark record: it lacks 'settings', 'results'"),
+    Case("record-finished-not-a-bool", [*TRAIN_TINY, "--samples", "1e4"], 2, r"tiny.json is not a training results file: its finished is 'no', not a bool",
+         setup=lambda ws, mp: _edit_record(ws, finished="no")),
+    Case("record-samples-seen-text", [*TRAIN_TINY, "--samples", "1e4"], 2, r"its samples_seen is 'x', not a int",
+         setup=lambda ws, mp: _edit_record(ws, samples_seen="x")),
+    Case("record-curve-point-text", [*TRAIN_TINY, "--samples", "1e4"], 2, r"its curve is empty or malformed",
+         setup=lambda ws, mp: _edit_record(ws, curve=[{"samples": "x", "train": 1, "test": 1}])),
+    Case("record-nested-too-deep", ["verify", "{ws}/deep.json"], 2, r"results file .*deep.json is damaged",
+         setup=_write("deep.json", "[" * 200_000)),
+    Case("verify-config-not-a-run", ["verify", "{r}/tiny.json", "--samples", "1e4", "--out-dir", "{ws}/v"], 2,
+         r"tiny.json: its config is not a valid run \(n_z=-1 is not allowed", setup=lambda ws, mp: _edit_config(ws, n_z=-1)),
+    Case("report-config-not-a-run", ["report", "--results-dir", "{r}", "--figures-dir", "{ws}/fig"], 2,
+         r"tiny.json: its config is not a valid run \(unknown dataset 'cifar'", setup=lambda ws, mp: _edit_config(ws, dataset="cifar")),
+    Case("paper-csv-malformed", ["report", "--results-dir", "{r}", "--figures-dir", "{ws}/fig", "--reference-dir", "{ws}/ref"], 2,
+         r"paper curves file .*is malformed \(line 2\): ValueError",
+         setup=lambda ws, mp: (ws / "ref").mkdir() or (ws / "ref" / "aevb_paper_figures_digitized.csv").write_text(
+             "figure,dataset,n_z,method,split,n_train,training_samples,value\nfigure2,mnist,3,aevb,train,,abc,1\n")),
+    Case("checkpoint-lr-text", [*TRAIN_TINY, "--samples", "4e4"], 2, r"checkpoint .*tiny.pt holds a malformed lr",
+         setup=lambda ws, mp: _edit_ckpt(ws, lambda ck: ck.update(lr="abc"))),
+    Case("checkpoint-nan-weights", ["likelihood", "--checkpoint", "{c}/tiny.pt", "--out", "{ws}/l.json"], 2,
+         r"tiny.pt holds non-finite \(NaN or infinite\) weights",
+         setup=lambda ws, mp: _edit_ckpt(ws, lambda ck: next(iter(ck["run"]["model"].values())).fill_(float("nan")))),
+    Case("benchmark-out-is-a-folder", ["benchmark", "--only", "evaluation", "--out", "{r}"], 2, r"results is a folder where a benchmark record"),
     Case("verify-with-out-dir", ["verify", "{r}/tiny.json", "--samples", "1e4", "--out-dir", "{ws}/v"], 0, "",
          check=lambda ws, out: json.loads((ws / "v" / "tiny_verify.json").read_text())["verdict"] == "identical"),
     Case("report-with-a-list-file", ["report", "--results-dir", "{ws}/bad", "--figures-dir", "{ws}/fig"], 0, "",

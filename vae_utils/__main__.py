@@ -103,6 +103,23 @@ def _parse_positive(value: str) -> float:
 _positive = _type(_parse_positive, "number", "a positive number")
 
 
+def _parse_path(value: str) -> str:
+    if not value.strip() or any(c in value for c in "\0\n\r"):
+        raise ValueError(value)
+    return value
+
+
+def _parse_workers(value: str) -> int:
+    v = int(value)
+    if v < 0:
+        raise ValueError(value)
+    return v
+
+
+_path = _type(_parse_path, "path", "a path (not empty, no NUL or line break)")
+_workers = _type(_parse_workers, "workers", "0 (one per core) or a positive number of processes")
+
+
 def _binarize(value: str):
     return None if value.lower() in ("none", "grey") else value
 
@@ -137,26 +154,26 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--gradient", choices=("auto", "by_hand", "autograd"), default="auto",
                    help="AEVB's gradient: written out by hand (auto: with estimator B) or autograd; same arithmetic")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--results-dir", default=None)
-    t.add_argument("--checkpoint-dir", default=None)
+    t.add_argument("--data-dir", type=_path, default=None)
+    t.add_argument("--results-dir", type=_path, default=None)
+    t.add_argument("--checkpoint-dir", type=_path, default=None)
     t.add_argument("--no-progress", action="store_true")
 
     f = sub.add_parser("fetch-data", help="download and verify the datasets")
     f.add_argument("--dataset", choices=DATASETS, action="append", help="default: all")
-    f.add_argument("--data-dir", default=None)
-    f.add_argument("--mirror", default=None, help="a base URL holding the files, tried instead of the public homes")
+    f.add_argument("--data-dir", type=_path, default=None)
+    f.add_argument("--mirror", type=_path, default=None, help="a base URL holding the files, tried instead of the public homes")
 
     m = sub.add_parser("likelihood", help="marginal log-likelihood of a trained model (Appendix D and importance sampling)")
-    m.add_argument("--checkpoint", required=True, help="run name or checkpoint path")
+    m.add_argument("--checkpoint", type=_path, required=True, help="run name or checkpoint path")
     m.add_argument("--n", type=int, default=1000, help="first n points of train and of test")
     m.add_argument("--is-samples", type=int, default=5000, help="importance samples (0: skip)")
     m.add_argument("--quadrature", type=int, default=0, help="also integrate the first N points of each split "
                    "by quadrature (z_dim <= 3) and report each estimator's error")
     m.add_argument("--seed", type=_seed, default=0)
     m.add_argument("--threads", type=int, default=1)
-    m.add_argument("--data-dir", default=None)
-    m.add_argument("--out", default=None, help="results JSON (default results/<run>_likelihood.json)")
+    m.add_argument("--data-dir", type=_path, default=None)
+    m.add_argument("--out", type=_path, default=None, help="results JSON (default results/<run>_likelihood.json)")
     a = sub.add_parser("ais-calibration", help="AIS, Appendix D and importance sampling against quadrature on "
                        "Figure 3's Nz = 3 models, with the BDMC gap (results/quick/ais_calibration.json)")
     a.add_argument("--checkpoints", type=_names, default=None, help="comma-separated run names or .pt paths "
@@ -171,22 +188,22 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--is-samples", type=_count, default=10_000, help="importance samples per point")
     a.add_argument("--seed", type=_seed, default=0)
     a.add_argument("--threads", type=_count, default=1)
-    a.add_argument("--out", default=None, help="record (default results/quick/ais_calibration.json; resumes it)")
+    a.add_argument("--out", type=_path, default=None, help="record (default results/quick/ais_calibration.json; resumes it)")
 
     v = sub.add_parser("verify", help="re-run the start of recorded runs and check their curves bit for bit")
-    v.add_argument("results", nargs="+", help="results/<run>.json files")
+    v.add_argument("results", nargs="+", type=_path, help="results/<run>.json files")
     v.add_argument("--samples", type=_count, default=200_000, help="training samples re-run (the start of the curve)")
-    v.add_argument("--data-dir", default=None)
-    v.add_argument("--out-dir", default=None, help="folder for the verdicts (default: beside each results file)")
+    v.add_argument("--data-dir", type=_path, default=None)
+    v.add_argument("--out-dir", type=_path, default=None, help="folder for the verdicts (default: beside each results file)")
 
     rp = sub.add_parser("reproduce", help="execute the notebooks in order with papermill (the figures of the paper)")
     rp.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="quick",
                     help="how much to compute (vae_utils/budgets.py); default quick, about 30 min on 2 cores")
     rp.add_argument("--only", type=_names, default=None, help="comma-separated notebooks (names or NN prefixes), e.g. 02,04")
-    rp.add_argument("--output-dir", default=None, help="write results, figures, checkpoints and executed notebooks "
+    rp.add_argument("--output-dir", type=_path, default=None, help="write results, figures, checkpoints and executed notebooks "
                     "under this folder instead of the repository's <kind>/<budget>/ places")
     rp.add_argument("--no-train", action="store_true", help="forbid training: redraw from existing results only")
-    rp.add_argument("--workers", type=int, default=0, help="parallel single-thread processes (0: one per core)")
+    rp.add_argument("--workers", type=_workers, default=0, help="parallel single-thread processes (0: one per core)")
 
     b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
                        "limit, in one run (results/benchmarks.json)")
@@ -194,8 +211,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--min-time", type=_positive, default=2.0, help="seconds per measurement")
     b.add_argument("--only", type=_names, default=None, help="comma-separated workloads (default: all)")
     b.add_argument("--sweep-samples", type=_count, default=300_000, help="training samples per run of the sweep workload")
-    b.add_argument("--data-dir", default=None)
-    b.add_argument("--out", default=None, help="results JSON (default results/benchmarks.json)")
+    b.add_argument("--data-dir", type=_path, default=None)
+    b.add_argument("--out", type=_path, default=None, help="results JSON (default results/benchmarks.json)")
     b.add_argument("--resume", action="store_true", help="keep the workloads already measured in --out")
 
     fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper (issue 10): run them, or tabulate")
@@ -204,14 +221,14 @@ def parser() -> argparse.ArgumentParser:
     fd.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds")
     fd.add_argument("--samples", type=_count, default=1_000_000)
     fd.add_argument("--only", type=_names, default=None, help="comma-separated experiment names")
-    fd.add_argument("--workers", type=int, default=0)
+    fd.add_argument("--workers", type=_workers, default=0)
 
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
-    r.add_argument("--reference-dir", default=None, help="folder of aevb_paper_figures_digitized.csv "
+    r.add_argument("--reference-dir", type=_path, default=None, help="folder of aevb_paper_figures_digitized.csv "
                    "(default $AEVB_REFERENCE_DIR)")
     r.add_argument("--pattern", default="*.json", help="results files to include (relative to --results-dir, or absolute)")
-    r.add_argument("--results-dir", default=None, help="folder of the results files (default results/)")
-    r.add_argument("--figures-dir", default=None, help="where the panels go (default figures/)")
+    r.add_argument("--results-dir", type=_path, default=None, help="folder of the results files (default results/)")
+    r.add_argument("--figures-dir", type=_path, default=None, help="where the panels go (default figures/)")
     return p
 
 
@@ -288,8 +305,6 @@ def _run(args) -> int:
     if args.command == "reproduce":
         from .reproduce import NotebookFailed, run_notebooks
 
-        if args.workers < 0:
-            raise ValueError(f"--workers {args.workers} is not allowed: expected 0 (one per core) or a positive number")
         t0 = time.time()
         try:
             report = run_notebooks(args.budget, args.only, args.output_dir, allow_training=not args.no_train,
@@ -316,10 +331,12 @@ def _run(args) -> int:
         from .records import read_training_record
         from .verify import verify_run
 
-        for p in args.results:  # every file checked before any re-run
-            read_training_record(p, ALGORITHMS)
-        verdicts = [verify_run(p, args.samples, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"]
-                    for p in args.results]
+        from .verify import rerun_config
+
+        files = list(dict.fromkeys(args.results))  # a file named twice is verified once
+        for p in files:  # every file checked before any re-run
+            rerun_config(read_training_record(p, ALGORITHMS), args.samples, args.data_dir, ".", path=p)
+        verdicts = [verify_run(p, args.samples, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"] for p in files]
         return 0 if all(v != "differs" for v in verdicts) else 1
     if args.command == "benchmark":
         from pathlib import Path
@@ -333,6 +350,9 @@ def _run(args) -> int:
     if args.command == "fidelity":
         from . import fidelity as FD
 
+        gaps = sorted({e.gap for e in FD.EXPERIMENTS})
+        if args.gap is not None and args.gap not in gaps:
+            raise ValueError(f"--gap {args.gap!r} is not allowed: expected one of {', '.join(gaps)}")
         if args.action == "run":
             if args.gap is None:
                 raise ValueError("fidelity run needs --gap (frey_face or wake_sleep)")
@@ -351,7 +371,13 @@ def _run(args) -> int:
 
         paper = P.load_paper_curves(args.reference_dir)
         # MCEM has no encoder and so no bound curve: it appears in the likelihood table only
-        results = [r for r in P.load_results(args.pattern, args.results_dir) if r["finished"] and r["algorithm"] != "mcem"]
+        from .train import run_config_of
+
+        results = [r for r in P.load_results(args.pattern, args.results_dir, validate=run_config_of)
+                   if r["finished"] and r["algorithm"] != "mcem"]
+        if not results:
+            print(f"report: no finished AEVB or wake-sleep results match {args.pattern!r} in "
+                  f"{args.results_dir or P.RESULTS_DIR}", file=sys.stderr)
         print(P.markdown_table(P.comparison_rows(results, paper)))
         print()
         print(P.likelihood_table(paper))

@@ -378,11 +378,12 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
     settings = {"repeats": repeats, "min_time_s": min_time, "sweep_samples": sweep_samples,
                 "compiler_available": compiler_available()}
     results = {}
-    if out.exists() and not resume:
+    previous = existing_record(out, "a benchmark record", lambda r: differences(r, {"settings": settings}),
+                               "pass --out another file to measure with these settings",
+                               required=("settings", "results"))
+    if previous is not None and not resume:
         raise RecordExistsError(f"{out} already holds a benchmark; it is kept and nothing was measured: pass --resume "
                                 f"to add the missing workloads to it, or --out another file")
-    previous = existing_record(out, "a benchmark record", lambda r: differences(r, {"settings": settings}),
-                               "pass --out another file to measure with these settings", required=("results",))
     if previous is not None:
         results = previous["results"]
     else:

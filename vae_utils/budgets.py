@@ -18,6 +18,7 @@ the record of a standard one.
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -104,7 +105,7 @@ _RULES = {  # value checks shared by every notebook (the type comes from the ann
 
 def _type_ok(value, annotation) -> bool:
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, annotation) if isinstance(annotation, type) else True
@@ -131,7 +132,11 @@ def _injected_names(namespace: dict) -> set[str]:
     names = set()
     for src in namespace.get("In") or []:
         if isinstance(src, str) and src.lstrip().startswith("# Parameters"):
-            for node in ast.parse(src).body:
+            try:
+                body = ast.parse(src).body
+            except SyntaxError:  # the cell itself failed before this check ran
+                continue
+            for node in body:
                 if isinstance(node, ast.Assign):
                     names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names
@@ -147,23 +152,36 @@ def check_parameters(namespace: dict, rules: dict | None = None) -> NotebookPara
     is refused. Raises ``ValueError``/``TypeError`` naming the parameter, the value and what is
     allowed.
     """
-    declared = dict(namespace.get("__annotations__", {}))
-    if not declared:
+    if not isinstance(namespace, dict):
+        raise TypeError(f"namespace={type(namespace).__name__} is not allowed: expected the notebook's globals()")
+    declared = namespace.get("__annotations__", {})
+    if not isinstance(declared, dict) or not declared:
         raise ValueError("the notebook's parameters cell must declare its knobs with type annotations")
     unknown = sorted(_injected_names(namespace) - set(declared))
     if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r} = {namespace[unknown[0]]!r}; "
+        raise ValueError(f"unknown parameter {unknown[0]!r} = {namespace.get(unknown[0], '?')!r}; "
                          f"this notebook's parameters are: {', '.join(declared)}")
     values = {}
     for name, annotation in declared.items():
+        if name not in namespace:
+            raise ValueError(f"parameter {name!r} is declared without a value; give it a default in the parameters "
+                             f"cell (e.g. {name}: {getattr(annotation, '__name__', annotation)} = ...)")
         value = namespace[name]
         if not _type_ok(value, annotation):
             kind = getattr(annotation, "__name__", str(annotation))
-            raise TypeError(f"parameter {name}={value!r} has type {type(value).__name__}; expected {kind}")
+            raise TypeError(f"parameter {name}={value!r} has type {type(value).__name__}"
+                            f"{' (not finite)' if isinstance(value, float) else ''}; expected {kind}")
         rule = {**_RULES, **(rules or {})}.get(name)
-        if rule and not rule[0](value):
+        try:
+            ok = not rule or rule[0](value)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(f"parameter {name}={value!r} is not allowed; expected {rule[1]}")
         values[name] = value
+    if "output_dir" in values and values["output_dir"] and not values["output_dir"].strip():
+        raise ValueError(f"parameter output_dir={values['output_dir']!r} is not allowed; expected '' (the "
+                         f"repository's places) or a folder path")
     budget = get_budget(values.get("budget", "quick"))
     places = Places.for_budget(budget.name, values.get("output_dir") or None).make()
     return NotebookParameters(values, budget, places)

@@ -53,7 +53,31 @@ def datapoints(name: str, x, model) -> None:
     want = getattr(model, "x_dim", None)
     if want is not None and x.shape[1] != want:
         raise ValueError(f"{name} has {x.shape[1]} columns; the model expects {want} (its x_dim)")
+    params = getattr(model, "parameters", None)
+    p = next(iter(params()), None) if callable(params) else None
+    if p is not None and p.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype}; the model's parameters are {p.dtype}: convert one to the other")
     finite(name, x)
+    if getattr(model, "likelihood", None) == "bernoulli" and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"{name} holds values outside [0, 1] ({float(x.min()):.3g}..{float(x.max()):.3g}); a "
+                         f"Bernoulli decoder takes pixel intensities in [0, 1]")
+
+
+def model(name: str, value, needs=("log_joint",)) -> None:
+    """A model with the methods an estimator calls (``log_joint``, ``encode``, ...)."""
+    missing = [m for m in needs if not callable(getattr(value, m, None))]
+    if missing:
+        raise TypeError(f"{name}={type(value).__name__} is not allowed: expected a model with "
+                        f"{', '.join(m + '()' for m in needs)} (it lacks {', '.join(missing)})")
+
+
+def generator(name: str, value) -> None:
+    """None or a ``torch.Generator`` (a seeded stream of random numbers)."""
+    import torch
+
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name}={value!r} is not allowed: expected None or a torch.Generator, e.g. "
+                        f"torch.Generator().manual_seed(0)")
 
 
 def finite(name: str, x) -> None:
@@ -69,7 +93,11 @@ def finite(name: str, x) -> None:
 
 def same_shape(**tensors) -> None:
     """Tensors that an equation combines elementwise: one shape for all, else one line naming them."""
+    import torch
+
     shapes = {k: tuple(v.shape) if hasattr(v, "shape") else type(v).__name__ for k, v in tensors.items()}
+    if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise TypeError("expected tensors: " + ", ".join(f"{k} is {type(v).__name__}" for k, v in tensors.items()))
     if len(set(shapes.values())) > 1:
         raise ValueError("shapes differ: " + ", ".join(f"{k} {s}" for k, s in shapes.items())
                          + "; expected one shape (datapoints, latent dimensions)")

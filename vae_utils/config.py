@@ -21,6 +21,8 @@ from .estimators import get_estimator
 ALGORITHMS = ("aevb", "wake_sleep", "mcem")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy take seeds below 2^64; JSON and papermill any int
 MAX_NAME_BYTES = 200  # a run's files add up to 13 bytes ("<name>.json.<8>.tmp") to the file system's 255
+MAX_LR = 1000.0       # Adagrad's global step; the paper's grid is {0.01, 0.02, 0.1}, and float32 ends near 3e38
+MAX_THREADS = os.cpu_count() or 1  # more threads than cores only slow a run (and a million of them crash OpenMP)
 PAPER_N_TRAIN = {"mnist": 50_000, "frey_face": None}
 
 
@@ -113,14 +115,16 @@ class TrainConfig:
             self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
                          f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
         elif (not isinstance(self.name, str) or not self.name or self.name.startswith(".")
-              or any(c in self.name for c in "/\\\0") or len(self.name.encode()) > MAX_NAME_BYTES):
-            raise ValueError(f"name={self.name!r} is not allowed: expected a file name of 1-{MAX_NAME_BYTES} bytes "
-                             f"without '/', '\\', NUL or a leading '.'")
+              or any(c in self.name for c in "/\\") or not self.name.isprintable() or self.name != self.name.strip()
+              or len(self.name.encode()) > MAX_NAME_BYTES):
+            raise ValueError(f"name={self.name!r} is not allowed: expected a file name of 1-{MAX_NAME_BYTES} bytes, "
+                             f"printable, without '/', '\\', a leading '.' or surrounding spaces")
         for name in ("data_dir", "results_dir", "checkpoint_dir"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v) or "\0" in str(v)):
+            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v).strip()
+                                  or any(c in str(v) for c in "\0\n\r")):
                 raise TypeError(f"{name}={v!r} is not allowed: expected a folder path (a non-empty str or Path "
-                                f"without NUL) or None")
+                                f"without NUL or line breaks) or None")
 
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
@@ -133,9 +137,10 @@ _CONFIG_RULES = {
     "batch_size": (int, lambda v: v >= 1, "an integer >= 1 (minibatch size M)"),
     "n_samples": (int, lambda v: v >= 1, "an integer >= 1 (samples L per datapoint)"),
     "weight_prior": (bool, lambda v: True, "True or False"),
-    "lr": ((str, float, int), lambda v: v == "auto" or (is_kind(v, float) and v > 0), "'auto' or a positive number"),
-    "lr_grid": (tuple, lambda v: len(v) > 0 and all(is_kind(x, float) and x > 0 for x in v),
-                "a non-empty tuple of positive numbers"),
+    "lr": ((str, float, int), lambda v: v == "auto" or (is_kind(v, float) and 0 < v <= MAX_LR),
+           f"'auto' or a positive number up to {MAX_LR:g}"),
+    "lr_grid": (tuple, lambda v: len(v) > 0 and all(is_kind(x, float) and 0 < x <= MAX_LR for x in v),
+                f"a non-empty tuple of positive numbers up to {MAX_LR:g}"),
     "lr_trial_samples": (int, lambda v: v >= 1, "a positive number of training samples"),
     "adagrad_warmup": (int, lambda v: v >= 0, "an integer >= 0 (steps)"),
     "adagrad_eps": (float, lambda v: v > 0, "a positive number"),
@@ -151,7 +156,7 @@ _CONFIG_RULES = {
     "mcem_m_steps": (int, lambda v: v >= 1, "an integer >= 1"),
     "mcem_warmup": (int, lambda v: v >= 0, "an integer >= 0"),
     "mcem_step_rule": (str, lambda v: v in ("capped", "uncapped2013"), "'capped' or 'uncapped2013'"),
-    "threads": (int, lambda v: v >= 1, "an integer >= 1"),
+    "threads": (int, lambda v: 1 <= v <= MAX_THREADS, f"an integer in 1..{MAX_THREADS} (this machine's cores)"),
     "compile": ((bool, str), lambda v: v in (True, False, "auto"), "True, False or 'auto'"),
     "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),

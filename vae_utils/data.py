@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .records import REPO_ROOT, atomic_write_bytes
+from .records import REPO_ROOT, atomic_write_bytes, check_output_dir
 
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DATA_DIR_ENV = "AEVB_DATA_DIR"
@@ -90,14 +90,19 @@ def x_dim(name: str) -> int:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The argument, else $AEVB_DATA_DIR, else ``data/`` in the repository."""
-    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)) or data_dir == "":
-        raise TypeError(f"data_dir={data_dir!r} is not allowed: expected a folder path (str or Path) or None "
+    where = f"data_dir={data_dir!r}"
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        data_dir, where = os.environ[DATA_DIR_ENV], f"${DATA_DIR_ENV}={os.environ[DATA_DIR_ENV]!r}"
+    if data_dir is None:
+        return DEFAULT_DATA_DIR
+    if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir).strip() or "\0" in str(data_dir):
+        raise TypeError(f"{where} is not allowed: expected a folder path (str or Path) or None "
                         f"(then ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})")
-    if data_dir is not None:
-        return Path(data_dir).expanduser().resolve()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
-    return DEFAULT_DATA_DIR
+    path = Path(data_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{where} is a file, not a folder: point it at the folder holding mnist/ and "
+                         f"frey_rawface.mat")
+    return path
 
 
 def _check_name(name: str, split: str | None = None, binarize: str | None = None) -> None:
@@ -175,6 +180,8 @@ def frey_split() -> tuple[np.ndarray, np.ndarray]:
 def load_raw(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None):
     """The stored uint8 pixels (N, D) and, for MNIST, the labels (else None)."""
     _check_name(name, split)
+    if split is None:
+        raise ValueError(f"split=None is not allowed: expected one of {', '.join(repr(s) for s in SPLITS)}")
     directory = resolve_data_dir(data_dir)
     if name == "mnist":
         images_file, labels_file = FILES[name][split]
@@ -195,6 +202,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
     levels, which the trainer binarises afresh per minibatch (``binarize_batch``).
     """
     _check_name(name, split, binarize)
+    if split is None:
+        raise ValueError(f"split=None is not allowed: expected one of {', '.join(repr(s) for s in SPLITS)}")
     if binarize is not None and name != "mnist":
         raise ValueError(f"binarize={binarize!r} only applies to mnist (Bernoulli decoder), not {name}")
     if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int)
@@ -213,6 +222,11 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
 
 def binarize_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dynamic binarisation: a fresh Bernoulli draw with the grey levels as probabilities."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"x is not allowed: expected a floating tensor of grey levels in [0, 1] (got "
+                         f"{getattr(x, 'dtype', type(x).__name__)})")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator={generator!r} is not allowed: expected None or a torch.Generator")
     return torch.bernoulli(x, generator=generator)
 
 
@@ -224,7 +238,10 @@ def fetch_data(names=DATASETS, *, data_dir: str | os.PathLike | None = None,
     discarded (never written under its final name) and the next mirror is tried.
     """
     mirrors = mirrors or MIRRORS
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names={names!r} is not allowed: expected a list of dataset names, e.g. ['mnist']")
     directory = resolve_data_dir(data_dir)
+    checked = False
     for name in names:
         _check_name(name)
         for relname in sorted({f for files in FILES[name].values() for f in files}):
@@ -237,7 +254,10 @@ def fetch_data(names=DATASETS, *, data_dir: str | os.PathLike | None = None,
             except ChecksumError as e:
                 log(f"replacing {relname}: {e.args[0].splitlines()[0]}")
             errors = []
-            for base in mirrors[name]:
+            if not checked:  # a download is needed: its folder must take it, before any download
+                check_output_dir(directory, "data folder")
+                checked = True
+            for base in mirrors.get(name, ()):
                 raw = None
                 for suffix in (".gz", ""):
                     url = base.rstrip("/") + "/" + Path(relname).name + suffix

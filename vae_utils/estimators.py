@@ -33,12 +33,16 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """z = g_phi(eps, x) = mu + sigma * eps of shape (L, B, Z), eps ~ N(0, I) (eq. 10)."""
+    checks.at_least("n_samples", n_samples)
+    checks.same_shape(mu=mu, logvar=logvar)
+    checks.generator("generator", generator)
     eps = torch.randn((n_samples, *mu.shape), generator=generator, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
 def sgvb_a(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Generic SGVB estimator L^A, eq. 6."""
+    checks.model("model", model, ("encode", "log_joint"))
     checks.at_least("n_samples", n_samples)
     checks.datapoints("x", x, model)
     mu, logvar = model.encode(x)
@@ -49,6 +53,7 @@ def sgvb_a(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generato
 
 def sgvb_b(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """Second SGVB estimator L^B, eq. 7 (eq. 10 for the VAE): analytic KL, sampled likelihood."""
+    checks.model("model", model, ("encode", "log_likelihood"))
     checks.at_least("n_samples", n_samples)
     checks.datapoints("x", x, model)
     mu, logvar = model.encode(x)
@@ -73,6 +78,7 @@ def lower_bound(model, X: torch.Tensor, estimator: str = "B", n_samples: int = 1
     fn = get_estimator(estimator)
     checks.at_least("n_samples", n_samples)
     checks.at_least("batch_size", batch_size)
+    checks.seed("seed", seed)
     checks.datapoints("X", X, model)
     g = torch.Generator().manual_seed(seed)
     total = 0.0
@@ -250,6 +256,7 @@ def monte_carlo_kl(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Monte Carlo KL(q || N(0, I)) = E_q[log q(z) - log p(z)] per datapoint, and its standard error:
     the sampled counterpart of Appendix B's closed form (``gaussian_kl``)."""
+    checks.at_least("n_samples", n_samples, 2)  # a standard error needs two samples
     z = reparameterize(mu, logvar, n_samples, generator)
     d = diagonal_log_q(z, mu, logvar) - Normal(0.0, 1.0).log_prob(z).sum(-1)
     return d.mean(0), d.std(0) / math.sqrt(n_samples)
@@ -260,6 +267,9 @@ def minibatch_estimate(model, X: torch.Tensor, batch_size: int, estimator: str =
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """The minibatch estimator of eq. 8: L(theta, phi; X) ~ (N/M) sum_{i in minibatch} L~(x_i),
     with M indices drawn uniformly with replacement (as the trainer does); one draw, a scalar."""
+    checks.at_least("batch_size", batch_size)
+    checks.datapoints("X", X, model)
+    checks.generator("generator", generator)
     idx = torch.randint(len(X), (batch_size,), generator=generator)
     return len(X) / batch_size * get_estimator(estimator)(model, X[idx], n_samples, generator).sum()
 
@@ -271,6 +281,11 @@ def bound_samples(model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     (eq. 7), for q = N(mu, diag exp(logvar)); shape (n, B). Their mean estimates L(phi; x),
     their variance is the variance of the estimator's value."""
     fn = get_estimator(estimator)
+    checks.at_least("n", n)
+    checks.same_shape(mu=mu, logvar=logvar)
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or mu.dim() != 2 or len(mu) != len(x):
+        raise ValueError(f"x {tuple(getattr(x, 'shape', ()))} and mu {tuple(mu.shape)} do not fit: expected x of "
+                         f"(datapoints, pixels) and mu, logvar of (datapoints, latents), one row per datapoint")
     out = [fn(FixedPosterior(model, mu.expand(r, *mu.shape), logvar.expand(r, *logvar.shape)), x, 1, generator)
            for r in _repeat_chunks(n, 1, len(x))]
     return torch.cat(out)

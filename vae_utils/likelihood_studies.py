@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from . import checks
+from .budgets import Budget
 from .config import identity_differences
 from .exact import LinearGaussian, quadrature_log_likelihood, quadrature_settings
 from .experiments import trained_model
@@ -57,7 +58,11 @@ from .train import evaluation_images, load_trained
 def error_stats(errors: np.ndarray) -> dict:
     """Bias, its standard error, mean |error|, spread and Monte Carlo spread of an (n points,
     R repeats) array of errors e_ir = estimate - truth (formulas in the module docstring)."""
-    e = np.asarray(errors, dtype=np.float64).reshape(len(errors), -1)
+    e = np.asarray(errors, dtype=np.float64)
+    if e.size == 0 or e.ndim not in (1, 2):
+        raise ValueError(f"errors of shape {e.shape} are not allowed: expected a non-empty (points,) or (points, "
+                         f"repeats) array")
+    e = e.reshape(len(e), -1)
     n, r = e.shape
     per_point = e.mean(1)
     # None where a statistic is undefined (one point, or one repeat): valid JSON, '-' in tables
@@ -159,6 +164,9 @@ def accuracy_settings(budget, seed: int = 0) -> dict:
     of each split, the sample sizes of ``ACCURACY_SETTINGS``, the Appendix-D chain settings, and
     the quadrature check: on the first test point of every model, a grid whose box is ``factor``
     times wider and whose spacing is ``factor`` times finer (``factor``^2 as many points per axis)."""
+    if not isinstance(budget, Budget):
+        raise TypeError(f"budget={budget!r} is not allowed: expected a budgets.Budget, e.g. budgets.get_budget('quick')")
+    checks.seed("seed", seed)
     s = json.loads(json.dumps(ACCURACY_SETTINGS[budget.name]))  # a copy the caller may not alter ours through
     return {"n": int(budget.accuracy_n), "seed": int(seed), **s,
             "hmc": {**{k: APPENDIX_D[k] for k in ("n_leapfrog", "n_burnin", "n_init")}, "target_accept": 0.9},
@@ -267,6 +275,12 @@ def dimension_study(z_dims=(2, 3, 5, 10, 20), l_values=(10, 50, 200), n: int = 5
     decoder's generally is, and with sigma = 1 its standard deviations 1 / sqrt(1 + eig(W^T W))
     lie between about 0.09 and 0.35 (an MNIST VAE's are of that order). Returns the
     ``estimator_accuracy`` rows with ``n_z`` added."""
+    checks.check("z_dims", z_dims, (tuple, list), lambda v: len(v) > 0 and all(checks.is_kind(d, int) and d >= 1
+                                                                             for d in v),
+                 "a non-empty list of latent sizes >= 1")
+    checks.at_least("n", n)
+    checks.at_least("repeats", repeats)
+    checks.seed("seed", seed)
 
     out = []
     for nz in z_dims:
@@ -455,10 +469,16 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     checks.seed("seed", seed)
     checks.at_least("threads", threads)
     checks.at_least("quadrature_n", quadrature_n, 0)
+    for what, value in (("name_or_path", name_or_path), ("out", out)):
+        if value is not None and (not isinstance(value, (str, Path)) or not str(value).strip()):
+            raise TypeError(f"{what}={value!r} is not allowed: expected a run name or a path (a non-empty str or Path)")
     model, ckpt = load_trained(name_or_path)
+    if quadrature_n and model.z_dim > 3:
+        raise ValueError(f"quadrature_n={quadrature_n} is not allowed for this model: quadrature integrates latents of up "
+                         f"to 3 dimensions and this one has {model.z_dim}; pass 0")
     cfg = ckpt["config"]
     name = Path(str(name_or_path)).stem
-    out = Path(out) if out else RESULTS_DIR / f"{name}_likelihood.json"
+    out = Path(out) if out is not None else RESULTS_DIR / f"{name}_likelihood.json"
     identity = {"run": name, "config": cfg, "samples_seen": ckpt["run"]["samples_seen"], "n": n, "seed": seed,
                 "hmc_kde": APPENDIX_D,
                 "is_samples": is_samples, "quadrature_n": quadrature_n}
@@ -533,6 +553,9 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     results/quick/ais_calibration.json) after every model, with settings, seed and provenance.
     """
 
+    if isinstance(checkpoints, (str, Path)) or not isinstance(checkpoints, (list, tuple)) or not checkpoints:
+        raise TypeError(f"checkpoints={checkpoints!r} is not allowed: expected a non-empty list of run names or "
+                        f"checkpoint paths")
     checks.at_least("n", n)
     checks.at_least("bdmc_n", bdmc_n)
     checks.at_least("is_samples", is_samples)

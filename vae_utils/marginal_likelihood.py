@@ -60,6 +60,9 @@ def fit_kde(samples: np.ndarray):
     Returns a ``logpdf(points (m, d)) -> (m,)`` callable, or None when the samples are
     degenerate (too few distinct points for a covariance).
     """
+    if not isinstance(samples, np.ndarray) or samples.ndim != 2 or len(samples) < 4 or not np.isfinite(samples).all():
+        raise ValueError(f"samples of shape {getattr(samples, 'shape', type(samples).__name__)} are not allowed: expected "
+                         f"a finite (n, d) numpy array with n >= 4 (half fits the density, half scores it)")
     n, d = samples.shape
     half = n // 2
     try:
@@ -113,7 +116,9 @@ def hmc_kde_log_likelihood(model, x: torch.Tensor, *, n_samples: int = APPENDIX_
     Chains start at the best of ``n_init`` prior draws; the step size is adapted per chain
     during burn-in only, so the kept samples come from a fixed, valid HMC kernel.
     """
+    checks.model("model", model, ("log_joint",))
     checks.datapoints("x", x, model)
+    checks.generator("generator", generator)
     checks.at_least("n_samples", n_samples, 4)  # half fits the density, half enters the estimate
     checks.at_least("n_leapfrog", n_leapfrog)
     checks.at_least("n_burnin", n_burnin, 0)
@@ -153,7 +158,9 @@ def hmc_kde_log_likelihood(model, x: torch.Tensor, *, n_samples: int = APPENDIX_
 def importance_log_likelihood(model, x: torch.Tensor, n_samples: int = 5000, chunk: int = 500,
                               generator: torch.Generator | None = None, batch_size: int = 500) -> np.ndarray:
     """log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x); one value per row of ``x``."""
+    checks.model("model", model, ("encode", "log_joint"))
     checks.datapoints("x", x, model)
+    checks.generator("generator", generator)
     checks.at_least("n_samples", n_samples)
     checks.at_least("chunk", chunk)
     checks.at_least("batch_size", batch_size)

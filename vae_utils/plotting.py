@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .records import (FIGURES_DIR, RESULTS_DIR, atomic_write_bytes, check_output_dir, read_json,  # noqa: F401
-                      read_training_record)
+from .records import (FIGURES_DIR, RESULTS_DIR, ResultsFileError, atomic_write_bytes, check_output_dir,  # noqa: F401
+                      read_json, read_training_record)
 
 REFERENCE_ENV = "AEVB_REFERENCE_DIR"
 PAPER_CSV = Path(__file__).resolve().parent / "paper" / "aevb_paper_figures_digitized.csv"
@@ -71,11 +71,14 @@ def save_figure(fig, name: str, directory: Path | None = None, *, show: bool = F
     return paths
 
 
-def load_results(pattern: str = "*.json", directory: Path | None = None) -> list[dict]:
+def load_results(pattern: str = "*.json", directory: Path | None = None, validate=None) -> list[dict]:
     """The training results files matching ``pattern`` (relative to ``directory``, default
     results/, or absolute); other records there (log p(x), verdicts) are skipped, and a file that
     looks like training results but is malformed is refused in one line."""
     directory = Path(directory) if directory else RESULTS_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"results folder {directory} does not exist (or is not a folder): pass the folder "
+                                f"holding the results files")
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"pattern={pattern!r} is not allowed: expected a glob such as '*.json'")
     paths = sorted(Path(p) for p in glob.glob(pattern)) if Path(pattern).is_absolute() else sorted(directory.glob(pattern))
@@ -86,6 +89,8 @@ def load_results(pattern: str = "*.json", directory: Path | None = None) -> list
         d = read_json(p)
         if isinstance(d, dict) and "curve" in d:
             out.append(read_training_record(p, tuple(LABELS)))
+            if validate is not None:
+                validate(out[-1], p)
     return out
 
 
@@ -98,12 +103,18 @@ def load_paper_curves(reference_dir: str | os.PathLike | None = None) -> list[di
         raise FileNotFoundError(f"{path} not found; {REFERENCE_ENV} must point at a folder holding "
                                 "aevb_paper_figures_digitized.csv (or unset it to use the package's copy)")
     rows = []
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            r["training_samples"] = float(r["training_samples"])
-            r["value"] = float(r["value"])
-            r["n_z"] = int(r["n_z"])
-            rows.append(r)
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line, r in enumerate(csv.DictReader(f), start=2):
+                r["training_samples"] = float(r["training_samples"])
+                r["value"] = float(r["value"])
+                r["n_z"] = int(r["n_z"])
+                rows.append(r)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        where = f" (line {line})" if "line" in locals() else ""
+        raise ResultsFileError(f"paper curves file {path} is malformed{where}: {type(e).__name__}: {e}; expected the "
+                               f"columns figure, dataset, n_z, method, split, n_train, training_samples, value "
+                               f"(the package's copy is {PAPER_CSV})") from None
     return rows
 
 

@@ -146,8 +146,9 @@ def read_json(path):
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsFileError(f"results file {path} is damaged ({type(e).__name__}: {e}); it was not used. Delete "
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        e = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ResultsFileError(f"results file {path} is damaged ({e}); it was not used. Delete "
                                f"it to recompute it (a run's checkpoint, if present, is reused)") from None
 
 

@@ -31,7 +31,7 @@ from .algorithms import get_algorithm
 from .config import ALGORITHMS, TrainConfig, identity_differences  # users import TrainConfig from here too
 from .models import VAE, build_model
 
-from .records import (CHECKPOINT_DIR, Interrupted, RecordExistsError, RunFailed, atomic_write_bytes,
+from .records import (CHECKPOINT_DIR, Interrupted, RecordExistsError, ResultsFileError, RunFailed, atomic_write_bytes,
                       check_output_dir, check_training_record, checkpoint_path, existing_record, keeps_points,
                       provenance, results_path, write_record)
 
@@ -96,6 +96,20 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is incomplete (its run state lacks {missing or 'nothing'}, its "
                               f"config {'is' if isinstance(ckpt['config'], dict) else 'is not'} a dict); it was not "
                               f"used: move it away or pass another")
+    run, curve = ckpt["run"], ckpt["curve"]
+    wrong = [name for name, ok in (
+        ("lr", isinstance(ckpt["lr"], (int, float)) and not isinstance(ckpt["lr"], bool) and math.isfinite(ckpt["lr"])
+         and ckpt["lr"] > 0),
+        ("curve", isinstance(curve, list) and all(isinstance(p, dict) and isinstance(p.get("samples"), int)
+                                                  for p in curve)),
+        ("run.samples_seen", isinstance(run["samples_seen"], int) and run["samples_seen"] >= 0),
+        ("run.steps", isinstance(run["steps"], int) and run["steps"] >= 0),
+        ("run.train_time", isinstance(run["train_time"], (int, float))),
+        ("run.model", isinstance(run["model"], dict) and all(isinstance(v, torch.Tensor) for v in run["model"].values())),
+    ) if not ok]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path} holds a malformed {wrong[0]}; it was not used: move it away to "
+                              f"restart the run, or restore a good copy")
     return ckpt
 
 
@@ -232,6 +246,15 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
 
 
 RESULTS_KEYS = ("name", "algorithm", "config", "samples_seen", "finished", "curve")
+
+
+def run_config_of(record: dict, path) -> TrainConfig:
+    """The run a results record describes; a config that is not a valid run is refused naming the file."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**{k: v for k, v in record["config"].items() if k in fields})
+    except (ValueError, TypeError) as e:
+        raise ResultsFileError(f"{path}: its config is not a valid run ({e}); it was not used") from None
 
 
 def recorded_results(cfg: TrainConfig) -> dict | None:
@@ -440,5 +463,7 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} does not hold a model this code can build ({type(e).__name__}: "
                               f"{(str(e).splitlines() or [''])[0][:160]}); it was not used") from None
+    if not all(torch.isfinite(v).all() for v in ckpt["run"]["model"].values() if v.is_floating_point()):
+        raise CheckpointError(f"checkpoint {path} holds non-finite (NaN or infinite) weights; it was not used")
     model.eval()
     return model, ckpt

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import checks
 from .config import ALGORITHMS, TrainConfig
-from .records import (check_output_file, differences, existing_record, provenance, read_training_record,
-                      write_record)
+from .records import (Interrupted, ResultsFileError, check_output_file, differences, existing_record, provenance,
+                      read_training_record, write_record)
 from .train import train
 
 
@@ -53,15 +53,28 @@ def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) ->
     return {"verdict": verdict, "largest_difference": largest, "points_compared": len(pairs), "tolerance": tolerance}
 
 
-def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1) -> dict:
+def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int = 1, path="the record") -> TrainConfig:
+    """The recorded run's config, to re-run its first ``samples`` in ``directory``; a record whose
+    config is not a valid run is refused naming its file."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     c = {k: v for k, v in recorded["config"].items() if k in fields}
     if recorded["algorithm"] == "aevb":
         c.setdefault("gradient", "autograd")  # a record from before the by-hand AEVB step: the arithmetic that made it
+    try:
+        return TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": threads,
+                              "results_dir": str(directory), "checkpoint_dir": str(directory), "data_dir": data_dir})
+    except (ValueError, TypeError) as e:
+        raise ResultsFileError(f"{path}: its config is not a valid run ({e}); it was not used") from None
+
+
+def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1, path="the record") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": threads,
-                             "results_dir": tmp, "checkpoint_dir": tmp, "data_dir": data_dir})
-        return train(cfg, progress=False, log=lambda *a: None)
+        cfg = rerun_config(recorded, samples, data_dir, tmp, threads, path)
+        try:
+            return train(cfg, progress=False, log=lambda *a: None)
+        except Interrupted:
+            raise Interrupted(f"verify of {path} interrupted; its re-run was in a temporary folder, now removed, and "
+                              f"no verdict was written: rerun the command to verify") from None
 
 
 def verify_path(results_path, out_dir=None) -> Path:
@@ -99,7 +112,8 @@ def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, o
         log(f"{recorded['name']}: verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
         return old
     check_output_file(out, "verify record")
-    rerun = _rerun(recorded, samples, data_dir)
+    rerun_config(recorded, samples, data_dir, out.parent, path=results_path)  # a bad config refused before any work
+    rerun = _rerun(recorded, samples, data_dir, path=results_path)
     cmp = compare_curves(recorded["curve"], rerun["curve"], VERIFY_TOLERANCE[recorded["algorithm"]])
     result = {**wanted, **cmp, "identical": cmp["verdict"] == "identical",
               "recorded_machine": {k: recorded["provenance"].get(k) for k in ("cpu_model", "blas", "onednn",
@@ -116,6 +130,6 @@ def measure_float_noise(results_path, samples: int = 200_000, data_dir=None) -> 
     """The same recorded run re-run at 1 and at 2 threads (another reduction order, as another
     CPU or BLAS build would give): the largest curve difference floating-point noise causes."""
     recorded = read_training_record(results_path, ALGORITHMS)
-    one, two = (_rerun(recorded, samples, data_dir, threads) for threads in (1, 2))
+    one, two = (_rerun(recorded, samples, data_dir, threads, results_path) for threads in (1, 2))
     return {"run": recorded["name"], "algorithm": recorded["algorithm"], "samples": samples,
             **compare_curves(one["curve"], two["curve"], math.inf), "provenance": two["provenance"]}
