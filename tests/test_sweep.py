@@ -68,7 +68,7 @@ def test_a_damaged_results_file_is_reported_with_its_path(tmp_path):
     try:
         finished_result(cfg)
     except ResultsFileError as e:
-        assert f"results file {tmp_path / 'd.json'} is damaged" in str(e) and "Delete it to recompute" in str(e)
+        assert f"results file {tmp_path / 'd.json'} is damaged" in str(e) and "delete it to recompute it" in str(e)
     else:
         raise AssertionError("a damaged results file must be reported")
     assert (tmp_path / "d.json").read_text() == '{"name": "d", "curve": ['  # left as it was

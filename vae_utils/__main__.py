@@ -117,6 +117,17 @@ def _parse_workers(value: str) -> int:
 
 
 _path = _type(_parse_path, "path", "a path (not empty, no NUL or line break)")
+
+
+def _parse_url(value: str) -> str:
+    from urllib.parse import urlparse
+
+    if urlparse(value).scheme not in ("http", "https", "ftp", "file"):
+        raise ValueError(value)
+    return value
+
+
+_url = _type(_parse_url, "url", "a base URL (http://, https://, ftp:// or file://) holding the files")
 _workers = _type(_parse_workers, "workers", "0 (one per core) or a positive number of processes")
 
 
@@ -162,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch-data", help="download and verify the datasets")
     f.add_argument("--dataset", choices=DATASETS, action="append", help="default: all")
     f.add_argument("--data-dir", type=_path, default=None)
-    f.add_argument("--mirror", type=_path, default=None, help="a base URL holding the files, tried instead of the public homes")
+    f.add_argument("--mirror", type=_url, default=None, help="a base URL holding the files, tried instead of the public homes")
 
     m = sub.add_parser("likelihood", help="marginal log-likelihood of a trained model (Appendix D and importance sampling)")
     m.add_argument("--checkpoint", type=_path, required=True, help="run name or checkpoint path")

@@ -42,7 +42,7 @@ from .algorithms import compiler_available
 from .config import TrainConfig
 from .data import load_dataset
 from .estimators import lower_bound
-from .records import (RESULTS_DIR, RecordExistsError, check_output_file, differences, existing_record, provenance,
+from .records import (RESULTS_DIR, RecordExistsError, ResultsFileError, check_output_file, differences, existing_record, provenance,
                       write_record)
 from .train import Run
 
@@ -378,8 +378,14 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
     settings = {"repeats": repeats, "min_time_s": min_time, "sweep_samples": sweep_samples,
                 "compiler_available": compiler_available()}
     results = {}
-    previous = existing_record(out, "a benchmark record", lambda r: differences(r, {"settings": settings}),
-                               "pass --out another file to measure with these settings",
+    def diff(r):  # a damaged record is refused as such, before its settings are compared
+        if not (isinstance(r["results"], dict) and all(isinstance(v, dict) and isinstance(v.get("median"), dict)
+                                                       for v in r["results"].values())):
+            raise ResultsFileError(f"benchmark record {out} is damaged (each result needs a 'median' object); it was "
+                                   f"not used or changed: pass --out another file")
+        return differences(r, {"settings": settings})
+
+    previous = existing_record(out, "a benchmark record", diff, "pass --out another file to measure with these settings",
                                required=("settings", "results"))
     if previous is not None and not resume:
         raise RecordExistsError(f"{out} already holds a benchmark; it is kept and nothing was measured: pass --resume "

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .records import REPO_ROOT
+from .records import REPO_ROOT, resolve
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -80,7 +80,7 @@ class Places:
     @classmethod
     def for_budget(cls, budget: str, output_dir: str | Path | None = None) -> "Places":
         get_budget(budget)
-        root, sub = (Path(output_dir).expanduser().resolve(), "") if output_dir else (REPO_ROOT, budget)
+        root, sub = (resolve(output_dir, "output_dir"), "") if output_dir else (REPO_ROOT, budget)
         results = root / "results" / sub
         # executed notebooks are outputs of a run: they live with its results, never beside the sources
         return cls(results, root / "figures" / sub, root / "checkpoints" / sub, results / "notebooks")

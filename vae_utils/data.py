@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .records import REPO_ROOT, atomic_write_bytes, check_output_dir
+from .records import REPO_ROOT, atomic_write_bytes, check_output_dir, resolve
 
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DATA_DIR_ENV = "AEVB_DATA_DIR"
@@ -98,7 +98,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir).strip() or "\0" in str(data_dir):
         raise TypeError(f"{where} is not allowed: expected a folder path (str or Path) or None "
                         f"(then ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})")
-    path = Path(data_dir).expanduser().resolve()
+    path = resolve(data_dir, "data folder")
     if path.exists() and not path.is_dir():
         raise ValueError(f"{where} is a file, not a folder: point it at the folder holding mnist/ and "
                          f"frey_rawface.mat")

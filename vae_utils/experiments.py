@@ -31,9 +31,10 @@ from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
 from .config import ALGORITHMS, identity_differences
 from .marginal_likelihood import APPENDIX_D, hmc_kde_log_likelihood, importance_log_likelihood
-from .records import (RecordExistsError, ResultsFileError, another_computation, atomic_write_bytes, check_output_file, differences,
-                      existing_record, keeps_points, provenance, write_record)
-from .records import checkpoint_path
+from . import checks
+from .records import (RecordExistsError, ResultsFileError, another_computation, atomic_write_bytes, check_output_file,
+                      checkpoint_path, differences, existing_record, keeps_points, provenance, read_record,
+                      regular_file, write_record)
 from .train import TrainConfig, evaluation_images, load_trained, train
 
 FIGURE2_LATENTS = {"mnist": (3, 5, 10, 20, 200), "frey_face": (2, 5, 10, 20)}
@@ -122,6 +123,11 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
 
     Writes ``<run>_likelihood_curve.json`` after every point; a rerun skips the points done.
     """
+    checks.at_least("ll_n", ll_n)
+    checks.at_least("is_samples", is_samples, 0)
+    checks.check("points", points, (list, tuple), lambda v: len(v) > 0 and all(checks.is_kind(t, int) and t > 0
+                                                                               for t in v),
+                 "a non-empty list of positive sample counts")
     path = likelihood_curve_path(cfg)
     settings = {"ll_n": ll_n, "is_samples": is_samples, "estimator": "appendix_d",
                 "hmc_kde": APPENDIX_D}
@@ -130,6 +136,8 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
                                                     **_config_differences(r, cfg)},
                              "compute these settings in another output folder (output_dir)",
                              required=("settings", "config", "points"))
+    if record is not None:
+        check_curve_record(record, path)
     record = record or {"name": cfg.name, "algorithm": cfg.algorithm, "config": dataclasses.asdict(cfg),
                         "settings": settings, "points": []}
     have = {pt["target"] for pt in record["points"]}
@@ -160,6 +168,23 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
         write_record(path, record, what, lambda old: keeps_points(old["points"], record["points"]))
     run = ensure_run(cfg, allow_training, report)
     return {**record, "run": run}
+
+
+def check_curve_record(record: dict, path) -> dict:
+    """A Figure-3 log p(x) curve record's points: each an integer target and samples, and per split
+    a finite Appendix-D value; anything else is refused in one line naming the file."""
+    def point_ok(p):
+        return (isinstance(p, dict) and checks.is_kind(p.get("target"), int) and checks.is_kind(p.get("samples"), int)
+                and all(isinstance(p.get(s), dict) and checks.is_kind(p[s].get("appendix_d"), float)
+                        for s in ("train", "test")))
+    if not isinstance(record.get("points"), list) or not all(point_ok(p) for p in record["points"]):
+        raise ResultsFileError(f"log p(x) curve {path} is malformed (each point needs an integer target and samples "
+                               f"and a finite appendix_d per split); it was not used: delete it to recompute it")
+    return record
+
+
+def read_curve_record(path) -> dict:
+    return check_curve_record(read_record(path, "a log p(x) curve record", ("settings", "config", "points")), path)
 
 
 def figure3_claims(records: list[dict], paper_rows) -> list[dict]:
@@ -223,6 +248,7 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
     uint8, with the config and provenance as JSON) so figures can be redrawn without weights."""
     if kind not in ("manifold", "samples"):
         raise ValueError(f"kind={kind!r}; expected 'manifold' or 'samples'")
+    checks.at_least("n", n)
     path = Path(cfg.results_dir) / f"{cfg.name}_{kind}.npz"
     done = finished_result(cfg)
     if path.is_file():
@@ -259,17 +285,20 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
 def _read_images(path: Path) -> tuple[dict, np.ndarray]:
     """The metadata and images (floats in [0, 1]) of a ``decoder_images_job`` file; a damaged one is refused."""
     import zipfile
+    import zlib
 
+    regular_file(path, "decoder images")
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-            images = f["images"].astype(np.float32) / 255.0
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as e:
+            raw = f["images"]
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, TypeError, AttributeError, OSError, zlib.error) as e:
         raise ResultsFileError(f"decoder images {path} are damaged ({type(e).__name__}); they were not used: delete "
                                f"the file to redraw them (the run's checkpoint is needed)") from None
-    if not isinstance(meta, dict):
-        raise ResultsFileError(f"decoder images {path} carry no metadata object; they were not used")
-    return meta, images
+    if not isinstance(meta, dict) or raw.dtype != np.uint8 or raw.ndim != 3 or not len(raw):
+        raise ResultsFileError(f"decoder images {path} are malformed (expected uint8 images of shape (n, height, "
+                               f"width) and a metadata object); they were not used: delete the file to redraw them")
+    return meta, raw.astype(np.float32) / 255.0
 
 
 def _config_differences(record: dict, cfg: TrainConfig) -> dict:

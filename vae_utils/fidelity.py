@@ -20,7 +20,8 @@ import statistics
 from dataclasses import dataclass, field
 
 from .config import TrainConfig
-from .records import RESULTS_DIR, read_json, results_path
+from .records import RESULTS_DIR, results_path
+from .train import recorded_results
 
 FIDELITY_DIR = RESULTS_DIR / "fidelity"
 CHECKPOINTS = RESULTS_DIR.parent / "checkpoints" / "fidelity"
@@ -79,8 +80,8 @@ def command(e: Experiment, samples: float) -> str:
 
 def _results(e: Experiment) -> dict[int, dict]:
     """The recorded runs of an experiment, by seed."""
-    paths = {seed: results_path(config(e, seed, 1)) for seed in range(10)}
-    return {seed: read_json(path) for seed, path in paths.items() if path.is_file()}
+    configs = {seed: config(e, seed, 1) for seed in range(10)}
+    return {seed: recorded_results(c) for seed, c in configs.items() if results_path(c).is_file()}
 
 
 def _at(curve: list[dict], samples: float, split: str) -> float | None:
@@ -226,11 +227,11 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
 def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
     """Per step rule and split: ours − paper at the paper's 2e6 / 5e6 / 1e7 samples (our count,
     N + 5M per iteration), mean and sd over the seeds whose curve is recorded."""
-    from .experiments import likelihood_curve_path
+    from .experiments import likelihood_curve_path, read_curve_record
 
     rows = []
     for rule, (_, candidate, source) in MCEM_VARIANTS.items():
-        records = {s: read_json(p) for s in seeds
+        records = {s: read_curve_record(p) for s in seeds
                    if (p := likelihood_curve_path(mcem_curve_config(s, step_rule=rule))).is_file()}
         for split in ("train", "test"):
             diffs = {}

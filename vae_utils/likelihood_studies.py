@@ -50,7 +50,8 @@ from .experiments import trained_model
 from .marginal_likelihood import (APPENDIX_D, PAPER_L, ais_log_likelihood, check_ais_settings, bdmc,
                                   hmc_kde_log_likelihood, importance_log_likelihood)
 from .plotting import LABELS
-from .records import (RESULTS_DIR, check_output_file, differences, existing_record, provenance, write_record)
+from .records import (RESULTS_DIR, another_computation, check_output_file, differences, existing_record, provenance,
+                      write_record)
 from .sweep import MissingResultError
 from .train import evaluation_images, load_trained
 
@@ -469,6 +470,8 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     checks.seed("seed", seed)
     checks.at_least("threads", threads)
     checks.at_least("quadrature_n", quadrature_n, 0)
+    if quadrature_n > n:
+        raise ValueError(f"quadrature_n={quadrature_n} is not allowed: expected at most n={n} (the points estimated)")
     for what, value in (("name_or_path", name_or_path), ("out", out)):
         if value is not None and (not isinstance(value, (str, Path)) or not str(value).strip()):
             raise TypeError(f"{what}={value!r} is not allowed: expected a run name or a path (a non-empty str or Path)")
@@ -575,13 +578,28 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     names = [Path(str(c)).stem for c in checkpoints]
     what = "an AIS calibration record"
 
-    def diff(r):
-        other = sorted({m.get("name") for m in r["models"] if isinstance(m, dict)} - set(names))
-        return {**differences(r, {"settings": settings, "seed": seed}),
-                **({"models": (other, names)} if other or not isinstance(r["models"], list) else {})}
+    if len(set(names)) != len(names):
+        raise ValueError(f"checkpoints={list(checkpoints)!r} name one run twice; each run once")
+    record = existing_record(out, what, lambda r: differences(r, {"settings": settings, "seed": seed}),
+                             "pass --out another file to calibrate with these settings", required=("models",))
+    # every model is loaded (and its latent size checked) before any compute
+    models = {name: load_trained(c) for name, c in zip(names, checkpoints)}
+    wide = [f"{name} (Nz = {m.z_dim})" for name, (m, _) in models.items() if m.z_dim > 3]
+    if wide:
+        raise ValueError(f"ais_calibration integrates by quadrature, for latents of up to 3 dimensions: {wide[0]} has "
+                         f"more; leave it out")
 
-    record = existing_record(out, what, diff, "pass --out another file to calibrate with these settings",
-                             required=("models",))
+    def entry_ok(m):
+        return (isinstance(m, dict) and m.get("name") in models and isinstance(m.get("splits"), dict)
+                and m.get("samples_seen") == models[m["name"]][1]["run"]["samples_seen"]
+                and m.get("algorithm") == models[m["name"]][1]["config"]["algorithm"])
+
+    if record is not None:
+        bad = ([m.get("name") if isinstance(m, dict) else m for m in record["models"] if not entry_ok(m)]
+               if isinstance(record["models"], list) else [record["models"]])
+        if bad:
+            raise another_computation(out, what, {"models": (bad, "these runs at their checkpoints' samples")},
+                                      "pass --out another file to calibrate these runs")
     if record is not None and len(record["models"]) == len(names):
         log(f"{out} already holds this calibration, complete; reused, nothing computed")
         return record
@@ -600,7 +618,7 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     for i, ckpt_path in enumerate(checkpoints):
         if names[i] in done:
             continue
-        model, ckpt = load_trained(ckpt_path)
+        model, ckpt = models[names[i]]
         cfg, name = ckpt["config"], Path(str(ckpt_path)).stem
         quad = quadrature_settings(model.z_dim, **_FAST_QUADRATURE)
         entry = {"name": name, "algorithm": cfg["algorithm"], "n_train": cfg["n_train"], "n_z": model.z_dim,

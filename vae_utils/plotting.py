@@ -115,6 +115,9 @@ def load_paper_curves(reference_dir: str | os.PathLike | None = None) -> list[di
         raise ResultsFileError(f"paper curves file {path} is malformed{where}: {type(e).__name__}: {e}; expected the "
                                f"columns figure, dataset, n_z, method, split, n_train, training_samples, value "
                                f"(the package's copy is {PAPER_CSV})") from None
+    if not rows:
+        raise ResultsFileError(f"paper curves file {path} holds no curves; it was not used (the package's copy is "
+                               f"{PAPER_CSV})")
     return rows
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import platform
 import subprocess
@@ -100,9 +101,17 @@ def _name_max(directory: Path) -> int:
         return 255
 
 
+def resolve(path, what: str = "path") -> Path:
+    """``path`` with ~ expanded and symlinks resolved; a loop or an unknown home is refused in one line."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as e:
+        raise OutputPathError(f"{what} {path} cannot be resolved ({e}); pass another") from None
+
+
 def check_output_dir(directory, what: str = "output folder") -> Path:
     """Create ``directory`` if need be and prove it writable (a probe file), before any compute."""
-    d = Path(directory).expanduser()
+    d = resolve(directory, what)
     if d.exists() and not d.is_dir():
         raise OutputPathError(f"{what} {d} is a file, not a folder: name a folder (or move the file); nothing was "
                               f"computed")
@@ -118,7 +127,9 @@ def check_output_dir(directory, what: str = "output folder") -> Path:
 
 def check_output_file(path, what: str = "output file") -> Path:
     """A file path whose folder is writable and whose name the file system accepts."""
-    p = Path(path).expanduser()
+    p = resolve(path, what)
+    if p.exists() and not p.is_dir():
+        regular_file(p, what)
     if p.is_dir():
         raise OutputPathError(f"{what} {p} is a folder: name a file (e.g. {p / 'record.json'}); nothing was computed")
     check_output_dir(p.parent, f"the folder of the {what}")
@@ -129,27 +140,51 @@ def check_output_file(path, what: str = "output file") -> Path:
     return p
 
 
+def _run_of(cfg):
+    if not all(hasattr(cfg, k) for k in ("name", "results_dir", "checkpoint_dir")):
+        raise TypeError(f"cfg={cfg!r} is not allowed: expected a TrainConfig")
+    return cfg
+
+
 def checkpoint_path(cfg) -> Path:
     """A run's checkpoint: ``<checkpoint_dir>/<name>.pt`` (default checkpoints/)."""
+    cfg = _run_of(cfg)
     return (Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else CHECKPOINT_DIR) / f"{cfg.name}.pt"
 
 
 def results_path(cfg) -> Path:
     """A run's results record: ``<results_dir>/<name>.json`` (default results/)."""
+    cfg = _run_of(cfg)
     return (Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR) / f"{cfg.name}.json"
 
 
 # --- reading ----------------------------------------------------------------------------
 
+MAX_RECORD_BYTES = 256 * 2**20  # a record is a few MB at most; a larger "record" is something else
+
+
+def regular_file(path, what: str = "file") -> Path:
+    """``path`` if it is a regular file of a sane size (not a folder, FIFO, device, or huge)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ResultsFileError(f"{what} {path} is not a regular file (a folder, FIFO or device); it was not used: "
+                               f"name a file")
+    if path.is_file() and path.stat().st_size > MAX_RECORD_BYTES:
+        raise ResultsFileError(f"{what} {path} is {path.stat().st_size / 2**20:.0f} MB, too large to be one of this "
+                               f"package's records; it was not used")
+    return path
+
+
 def read_json(path):
     """A JSON file; a damaged one (truncated, not JSON) is reported with its path and remedy."""
-    path = Path(path)
+    path = regular_file(path, "record")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
         e = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise ResultsFileError(f"results file {path} is damaged ({e}); it was not used. Delete "
-                               f"it to recompute it (a run's checkpoint, if present, is reused)") from None
+        raise ResultsFileError(f"results file {path} is damaged or not a record ({e}); it was not used (if it is "
+                               f"one of this package's records, delete it to recompute it; a run's checkpoint, if "
+                               f"present, is reused)") from None
 
 
 def read_record(path, what: str, required=()) -> dict:
@@ -177,19 +212,20 @@ def read_training_record(path, algorithms=()) -> dict:
 def check_training_record(r: dict, path, algorithms=()) -> dict:
     """The value types of a training record (and, given ``algorithms``, its algorithm's name):
     a wrong one is refused in one line."""
-    curve_ok = isinstance(r["curve"], list) and r["curve"] and all(
+    curve_ok = isinstance(r.get("curve"), list) and r["curve"] and all(
         isinstance(p, dict) and {"samples", "train", "test"} <= set(p) and isinstance(p["samples"], int)
-        and all(v is None or isinstance(v, (int, float)) for v in (p["train"], p["test"])) for p in r["curve"])
+        and all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in (p["train"], p["test"]))
+        for p in r["curve"])
     if not curve_ok:
         raise ResultsFileError(f"{path} is not a training results file: its curve is empty or malformed (each point "
-                               f"needs an integer samples and numeric train and test); it was not used")
+                               f"needs an integer samples and finite numeric train and test); it was not used")
     kinds = {"config": dict, "provenance": dict, "finished": bool, "samples_seen": int, "algorithm": str}
     for key, kind in kinds.items():
         if key in r and not isinstance(r[key], kind):
             raise ResultsFileError(f"{path} is not a training results file: its {key} is {r[key]!r}, not a "
                                    f"{kind.__name__}; it was not used")
-    if algorithms and r["algorithm"] not in algorithms:
-        raise ResultsFileError(f"{path}: unknown algorithm {r['algorithm']!r}; expected one of {', '.join(algorithms)}")
+    if algorithms and r.get("algorithm") not in algorithms:
+        raise ResultsFileError(f"{path}: unknown algorithm {r.get('algorithm')!r}; expected one of {', '.join(algorithms)}")
     return r
 
 
@@ -235,6 +271,8 @@ def as_json(obj):
 
 def differences(record: dict, wanted: dict) -> dict:
     """{key: (recorded, wanted)} for each key of ``wanted`` the record holds otherwise."""
+    if not isinstance(record, dict):
+        return {"record": (type(record).__name__, "an object")}
     want = as_json(wanted)
     return {k: (record.get(k), v) for k, v in want.items() if record.get(k) != v}
 
@@ -255,6 +293,7 @@ def existing_record(path, what: str, diff: Callable[[dict], dict], remedy: str, 
         raise OutputPathError(f"{path} is a folder where {what} is to be written: name a file; nothing was computed")
     if not path.exists():
         return None
+    regular_file(path, what)
     record = read_record(path, what, required)
     d = diff(record)
     if d:
@@ -284,11 +323,15 @@ def save_once(path, record: dict, identity_keys, what: str, log=print) -> dict:
     """Write a one-shot record (a notebook's checks) unless one of the same computation (the same
     ``identity_keys`` values) is already there: that one is kept and returned; one of another
     computation is refused. Returns the record now at ``path``."""
+    missing = [k for k in identity_keys if k not in record]
+    if missing:
+        raise ValueError(f"identity_keys {missing} are not in the record; expected keys of it")
     identity = {k: record[k] for k in identity_keys}
     old = existing_record(path, what, lambda r: differences(r, identity),
                           "write to another output folder (output_dir)")
     if old is not None:
-        log(f"kept {path}: it already records this computation (made {old.get('provenance', {}).get('date', '?')})")
+        made = old.get("provenance") if isinstance(old.get("provenance"), dict) else {}
+        log(f"kept {path}: it already records this computation (made {made.get('date', '?')})")
         return old
     write_record(path, record, what)
     return as_json(record)

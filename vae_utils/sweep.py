@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 from tqdm.std import tqdm  # plain text: renders in terminals, Jupyter and saved notebooks alike
 
+from . import checks
 from .train import TrainConfig, recorded_results, train
 
 
@@ -50,6 +51,8 @@ def finished_result(cfg: TrainConfig) -> dict | None:
 
 def ensure_run(cfg: TrainConfig, allow_training: bool = True, report: Callable[[int], None] | None = None) -> dict:
     """The results of the run ``cfg`` describes: reused when finished, else trained or resumed."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg={cfg!r} is not allowed: expected a TrainConfig")
     done = finished_result(cfg)
     if done is not None:
         if report:
@@ -134,6 +137,7 @@ def sweep(tasks: list[Task], *, executor=None, workers: int = 0, desc: str = "ru
     ``concurrent.futures.Executor`` or a ``dask.distributed.Client``) and return their results in
     task order. A failing task stops the sweep: the others are cancelled (runs keep their
     checkpoints) and its exception is raised."""
+    checks.check("workers", workers, int, lambda v: v >= 0, "0 (one per core) or a positive number of processes")
     if not tasks:
         return []
     own = executor is None
@@ -194,6 +198,8 @@ def sweep(tasks: list[Task], *, executor=None, workers: int = 0, desc: str = "ru
 
 def sweep_runs(configs: list[TrainConfig], *, allow_training: bool = True, desc: str = "runs", **kw) -> list[dict]:
     """``ensure_run`` for every config, in parallel; results in config order."""
+    if isinstance(configs, (str, bytes)) or not all(isinstance(c, TrainConfig) for c in configs):
+        raise TypeError(f"configs={configs!r} is not allowed: expected a list of TrainConfig")
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"two runs of the sweep share a name: {sorted(n for n in names if names.count(n) > 1)}")

@@ -72,6 +72,8 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder: name a run or its .pt file")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a FIFO or device); it was not used")
     with open(path, "rb") as f:  # OSError (unreadable, missing) reported by the caller
         head = f.read(4)
     if head[:1] in (b"{", b"[") or path.suffix == ".json":
@@ -457,6 +459,11 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
         raise FileNotFoundError(f"no checkpoint {name_or_path!r} (looked for it as a path and in {CHECKPOINT_DIR})")
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        TrainConfig(**{k: v for k, v in cfg.items() if k in fields})
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: its config is not a valid run ({e}); it was not used") from None
     try:
         model = build_model(cfg, data_mod.x_dim(cfg["dataset"]))
         model.load_state_dict(ckpt["run"]["model"])
