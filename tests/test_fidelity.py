@@ -1,4 +1,4 @@
-"""The fidelity tables read our curves at the paper's sample counts (issue 10)."""
+"""The fidelity tables read our curves at the paper's sample counts."""
 
 import json
 import statistics

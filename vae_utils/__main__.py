@@ -226,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=_path, default=None, help="results JSON (default results/benchmarks.json)")
     b.add_argument("--resume", action="store_true", help="keep the workloads already measured in --out")
 
-    fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper (issue 10): run them, or tabulate")
+    fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper: run them, or tabulate")
     fd.add_argument("action", choices=("run", "table"))
     fd.add_argument("--gap", default=None, help="frey_face | wake_sleep (default: every gap, table only)")
     fd.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds")

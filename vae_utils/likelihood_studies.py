@@ -526,11 +526,11 @@ def evaluate_checkpoint(name_or_path, *, n: int = 1000, is_samples: int = 5000, 
     return result
 
 
-# --- AIS calibration on Figure 3's Nz = 3 models (issue 10) ---------------------------------------
+# --- AIS calibration on Figure 3's Nz = 3 models ---------------------------------------------------
 
 FIGURE3_NZ3_RUNS = tuple(f"{a}_mnist_nz3_h100_grey_n{n}_seed0" for a in ("aevb", "wake_sleep", "mcem")
                          for n in (1000, 50_000))
-AIS_TOLERANCE = 0.2  # nat: mean |AIS - quadrature| allowed on every model and split (issue 10)
+AIS_TOLERANCE = 0.2  # nat: mean |AIS - quadrature| allowed on every model and split
 
 
 def _stream(*key) -> int:

@@ -182,7 +182,7 @@ def importance_log_likelihood(model, x: torch.Tensor, n_samples: int = 5000, chu
     return torch.cat(out).numpy()
 
 
-# --- annealed importance sampling and bidirectional Monte Carlo (issue 10) -----------------------
+# --- annealed importance sampling and bidirectional Monte Carlo ---------------------------------
 
 AIS_SCHEDULES = ("sigmoid", "linear")
 
