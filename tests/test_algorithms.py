@@ -223,7 +223,7 @@ def test_the_benchmark_command_writes_every_ratio_and_refuses_an_unknown_workloa
     import sys
 
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "vae_utils", "benchmark", "--only", "evaluation", "--repeats", "1", "--min-time",
+    cmd = [sys.executable, "-m", "vae_utils", "benchmark", "--only", "evaluation", "--repeats", "3", "--min-time",
            "0.2", "--out", str(out), "--data-dir", str(data_dir)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -681,7 +681,9 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_bit_for_bit(tmp_path, 
 
     env = dict(os.environ, PYTHONHASHSEED="0")
     subprocess.run(_train_cmd(tmp_path / "a"), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_train_cmd(tmp_path / "b"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (nohup, `&`) inherits SIGINT ignored, and a run honours that: give this one Ctrl-C
+    proc = subprocess.Popen(_train_cmd(tmp_path / "b"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "b" / "ckpt" / "k.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:

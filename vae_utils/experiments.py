@@ -170,21 +170,25 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
     return {**record, "run": run}
 
 
-def check_curve_record(record: dict, path) -> dict:
-    """A Figure-3 log p(x) curve record's points: each an integer target and samples, and per split
-    a finite Appendix-D value; anything else is refused in one line naming the file."""
+def check_curve_record(record: dict, path, resumable: bool = True) -> dict:
+    """A Figure-3 log p(x) curve record's points: each a sample count (with the integer target it
+    was trained to, where ``figure3_job`` resumes the record) and per split a finite Appendix-D
+    value; anything else is refused in one line naming the file."""
     def point_ok(p):
-        return (isinstance(p, dict) and checks.is_kind(p.get("target"), int) and checks.is_kind(p.get("samples"), int)
+        return (isinstance(p, dict) and checks.is_kind(p.get("samples"), float)
+                and (not resumable or (checks.is_kind(p.get("target"), int) and checks.is_kind(p["samples"], int)))
                 and all(isinstance(p.get(s), dict) and checks.is_kind(p[s].get("appendix_d"), float)
                         for s in ("train", "test")))
     if not isinstance(record.get("points"), list) or not all(point_ok(p) for p in record["points"]):
-        raise ResultsFileError(f"log p(x) curve {path} is malformed (each point needs an integer target and samples "
-                               f"and a finite appendix_d per split); it was not used: delete it to recompute it")
+        raise ResultsFileError(f"log p(x) curve {path} is malformed (each point needs its samples"
+                               f"{', an integer target' if resumable else ''} and a finite appendix_d per split); it "
+                               f"was not used: delete it to recompute it")
     return record
 
 
 def read_curve_record(path) -> dict:
-    return check_curve_record(read_record(path, "a log p(x) curve record", ("settings", "config", "points")), path)
+    """A log p(x) curve record to read (tables): its points checked, as ``check_curve_record``."""
+    return check_curve_record(read_record(path, "a log p(x) curve record", ("points",)), path, resumable=False)
 
 
 def figure3_claims(records: list[dict], paper_rows) -> list[dict]:
