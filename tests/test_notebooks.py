@@ -201,3 +201,22 @@ def test_a_sweep_on_a_dask_cluster_equals_a_local_sweep(tmp_path, data_dir):
     assert all(r["finished"] and r["provenance"]["torch_threads"] == 1 for r in got)
     with pytest.raises(TypeError, match="expected a concurrent.futures.Executor or a dask.distributed.Client"):
         sweep.sweep_runs(on_dask, executor="tcp://127.0.0.1:8786", progress=False)
+
+
+def test_an_executed_notebook_is_tidied_of_progress_bars_and_machine_paths(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"input_path": "/tmp/x/main/notebooks/02_a.ipynb", "output_path": "/tmp/x/main/r.ipynb"}
+    cell = nbformat.v4.new_code_cell("print(p)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="runs: 50%|#####   | 1/2\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="outputs in /tmp/x/main/results/quick\n"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": "'/home/u/figures/a.png' 1/2"})]
+    nb.cells.append(cell)
+    path = tmp_path / "02_a.ipynb"
+    nbformat.write(nb, path)
+    reproduce.tidy_executed(path, root=tmp_path)
+    out = nbformat.read(path, 4)
+    outputs = out.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["stream", "execute_result"] and outputs[0].name == "stdout"
+    assert outputs[0].text == "outputs in results/quick\n" and outputs[1].data["text/plain"] == "'figures/a.png' 1/2"
+    assert out.metadata["papermill"]["input_path"] == "notebooks/02_a.ipynb"
+    assert out.metadata["papermill"]["output_path"] == "02_a.ipynb"

@@ -12,11 +12,16 @@ failing cell; its executed copy holds the traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
 
 from .budgets import BUDGETS, NOTEBOOKS_DIR, Places
+from .records import REPO_ROOT, atomic_write_bytes
+
+# an absolute path up to one of the project's folders: the machine's part of it is dropped
+_MACHINE_PATH = re.compile(r"(?:/[^\s'\"/:]+)+?/(?=(?:results|figures|checkpoints|notebooks|data)(?:/|\b))")
 
 
 class NotebookFailed(RuntimeError):
@@ -43,6 +48,33 @@ def select(only: list[str] | None) -> list[Path]:
             raise ValueError(f"--only {name!r} names no notebook; available: {', '.join(p.stem for p in paths)}")
         chosen += [p for p in match if p not in chosen]
     return sorted(chosen)
+
+
+def tidy_executed(path, root=REPO_ROOT) -> None:
+    """An executed notebook as it is read, not as a machine ran it: progress bars (stderr streams,
+    shown live on the terminal during the run) dropped, and every absolute path written relative
+    to the project (papermill's input and output paths, printed folders). Numbers are untouched."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+        for o in cell.outputs:
+            if o.output_type == "stream":
+                o.text = _MACHINE_PATH.sub("", o.text)
+            for kind, value in (o.get("data") or {}).items():
+                if kind.startswith("text/") and isinstance(value, str):
+                    o.data[kind] = _MACHINE_PATH.sub("", value)
+    pm = nb.metadata.get("papermill", {})
+    pm["input_path"] = f"notebooks/{path.name}"
+    try:
+        pm["output_path"] = str(path.resolve().relative_to(Path(root).resolve()))
+    except ValueError:  # written outside the project (--output-dir): its own name only
+        pm["output_path"] = path.name
+    atomic_write_bytes(path, nbformat.writes(nb).encode())
 
 
 def run_notebooks(budget: str = "quick", only: list[str] | None = None, output_dir: str | None = None,
@@ -72,6 +104,7 @@ def run_notebooks(budget: str = "quick", only: list[str] | None = None, output_d
         except pm.PapermillExecutionError as e:
             raise NotebookFailed(f"notebook {src.stem} failed in cell {e.exec_count} (cell index {e.cell_index}): "
                                  f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {dst}") from None
+        tidy_executed(dst)
         figures = sorted(str(p) for p in places.figures.glob("*") if p.stat().st_mtime >= t0 - 1)
         entry = {"notebook": src.stem, "executed": str(dst), "figures": figures, "seconds": round(time.time() - t0, 1)}
         report.append(entry)
