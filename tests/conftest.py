@@ -40,6 +40,17 @@ def small_config(tmp_path, **overrides):
     return TrainConfig(**kw)
 
 
+def signal_after_first_checkpoint(proc, ckpt, sig, settle: float = 0.5, timeout: float = 120) -> None:
+    """Send ``sig`` to a training process once its first checkpoint exists and ``settle`` s more have passed."""
+    import time
+
+    deadline = time.time() + timeout
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle)
+    proc.send_signal(sig)
+
+
 @pytest.fixture(scope="session")
 def trained_vae(tmp_path_factory, data_dir):
     """A small AEVB model (784-100-5) trained on 2000 MNIST images for 1e5 samples."""

@@ -9,7 +9,6 @@ log p(x) record, a verify verdict) is fingerprinted before the case and checked 
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import json
 import os
@@ -19,8 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import pytest
@@ -676,6 +674,7 @@ def _train_cmd(d, samples="3e5"):
 
 
 def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_bit_for_bit(tmp_path, data_dir):
+    from conftest import signal_after_first_checkpoint
     from test_train import _assert_same_state, _final_state
     from vae_utils import train as T
 
@@ -685,11 +684,7 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_bit_for_bit(tmp_path, 
     proc = subprocess.Popen(_train_cmd(tmp_path / "b"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "b" / "ckpt" / "k.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    signal_after_first_checkpoint(proc, ckpt, signal.SIGINT, settle=0.3)
     out, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import small_config
+from conftest import signal_after_first_checkpoint, small_config
 from vae_utils import train as T
 from vae_utils.algorithms import AEVB
 from vae_utils.estimators import lower_bound
@@ -54,11 +54,7 @@ def test_killed_process_resumes_bit_for_bit(tmp_path, data_dir, algorithm):
     subprocess.run(cmd(tmp_path / "a"), check=True, env=env, capture_output=True)
     proc = subprocess.Popen(cmd(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "b" / "ckpt" / "k.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
+    signal_after_first_checkpoint(proc, ckpt, signal.SIGKILL)
     proc.wait()
     killed_at = T.load_checkpoint(ckpt)["run"]["samples_seen"]
     assert 0 < killed_at < 300_000, "the run should have been killed part-way"

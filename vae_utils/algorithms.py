@@ -156,7 +156,7 @@ class Minibatches:
         self.dynamic = cfg.binarize == "dynamic"
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return data_mod.binarize_batch(x, self.rng) if self.dynamic else x
+        return data_mod.binarize_batch(x, self.rng, check=False) if self.dynamic else x
 
     def __next__(self) -> torch.Tensor:
         return self.prepare(self.X.index_select(0, torch.randint(len(self.X), (self.M,), generator=self.rng)))
@@ -241,7 +241,7 @@ class AEVB:
     def __init__(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, lr: float, rng: torch.Generator,
                  compile: bool = False):
         self._setup(model, X, cfg, rng, compile)
-        self.estimator = get_estimator(cfg.estimator)
+        self.estimator = get_estimator(cfg.estimator, checked=False)  # the data were checked when loaded
         self.opt = self._adagrad(model.parameters(), lr, cfg.adagrad_warmup)
         self.by_hand = cfg.gradient != "autograd" and cfg.estimator == "B" and model.logvar_scale == 1.0
         if self.by_hand:

@@ -30,9 +30,8 @@ from . import data as data_mod
 from .algorithms import get_algorithm
 from .config import ALGORITHMS, TrainConfig, identity_differences  # users import TrainConfig from here too
 from .models import VAE, build_model
-
-from .records import (CHECKPOINT_DIR, Interrupted, RecordExistsError, ResultsFileError, RunFailed, atomic_write_bytes,
-                      check_output_dir, check_training_record, checkpoint_path, existing_record, keeps_points,
+from .records import (CHECKPOINT_DIR, TRAINING_RECORD_KEYS, Interrupted, RecordExistsError, ResultsFileError,
+                      RunFailed, atomic_write_bytes, check_output_dir, check_training_record, checkpoint_path, existing_record, keeps_points,
                       provenance, results_path, write_record)
 
 # A run of at least this many optimiser steps compiles its update (compile="auto"): a compile costs
@@ -247,16 +246,14 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     return max(finite, key=finite.get), scores
 
 
-RESULTS_KEYS = ("name", "algorithm", "config", "samples_seen", "finished", "curve")
-
-
-def run_config_of(record: dict, path) -> TrainConfig:
-    """The run a results record describes; a config that is not a valid run is refused naming the file."""
+def run_config_of(record: dict, path, error=ResultsFileError, **overrides) -> TrainConfig:
+    """The run a record (results file or checkpoint) describes, with ``overrides``; a config that
+    is not a valid run is refused as ``error`` naming the file."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        return TrainConfig(**{k: v for k, v in record["config"].items() if k in fields})
+        return TrainConfig(**{**{k: v for k, v in record["config"].items() if k in fields}, **overrides})
     except (ValueError, TypeError) as e:
-        raise ResultsFileError(f"{path}: its config is not a valid run ({e}); it was not used") from None
+        raise error(f"{path}: its config is not a valid run ({e}); it was not used") from None
 
 
 def recorded_results(cfg: TrainConfig) -> dict | None:
@@ -267,7 +264,7 @@ def recorded_results(cfg: TrainConfig) -> dict | None:
                              lambda r: identity_differences(r["config"], cfg) if isinstance(r["config"], dict)
                              else {"config": (r["config"], cfg.identity())},
                              "pass another --name, or another --results-dir to train this config there",
-                             required=RESULTS_KEYS)
+                             required=TRAINING_RECORD_KEYS)
     return None if record is None else check_training_record(record, path, ALGORITHMS)
 
 
@@ -459,11 +456,7 @@ def load_trained(name_or_path, data_dir=None) -> tuple[VAE, dict]:
         raise FileNotFoundError(f"no checkpoint {name_or_path!r} (looked for it as a path and in {CHECKPOINT_DIR})")
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:
-        TrainConfig(**{k: v for k, v in cfg.items() if k in fields})
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path}: its config is not a valid run ({e}); it was not used") from None
+    run_config_of(ckpt, f"checkpoint {path}", CheckpointError)
     try:
         model = build_model(cfg, data_mod.x_dim(cfg["dataset"]))
         model.load_state_dict(ckpt["run"]["model"])

@@ -13,16 +13,15 @@ from the same clean commit, and otherwise kept.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 from pathlib import Path
 
 from . import checks
 from .config import ALGORITHMS, TrainConfig
-from .records import (Interrupted, ResultsFileError, check_output_file, differences, existing_record, provenance,
+from .records import (Interrupted, check_output_file, differences, existing_record, provenance,
                       read_training_record, write_record)
-from .train import train
+from .train import run_config_of, train
 
 
 # Largest curve difference (nats per datapoint) that floating-point noise alone produces when a
@@ -56,15 +55,10 @@ def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) ->
 def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int = 1, path="the record") -> TrainConfig:
     """The recorded run's config, to re-run its first ``samples`` in ``directory``; a record whose
     config is not a valid run is refused naming its file."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    c = {k: v for k, v in recorded["config"].items() if k in fields}
-    if recorded["algorithm"] == "aevb":
-        c.setdefault("gradient", "autograd")  # a record from before the by-hand AEVB step: the arithmetic that made it
-    try:
-        return TrainConfig(**{**c, "lr": recorded["lr"], "samples": samples, "name": "verify", "threads": threads,
-                              "results_dir": str(directory), "checkpoint_dir": str(directory), "data_dir": data_dir})
-    except (ValueError, TypeError) as e:
-        raise ResultsFileError(f"{path}: its config is not a valid run ({e}); it was not used") from None
+    # a record from before the by-hand AEVB step (no gradient field): the arithmetic that made it, autograd
+    gradient = recorded["config"].get("gradient", "autograd") if recorded["algorithm"] == "aevb" else "auto"
+    return run_config_of(recorded, path, gradient=gradient, lr=recorded["lr"], samples=samples, name="verify",
+                         threads=threads, results_dir=str(directory), checkpoint_dir=str(directory), data_dir=data_dir)
 
 
 def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1, path="the record") -> dict:
