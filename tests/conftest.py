@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vae_utils import data as data_mod
+from vae_utils.exact import LinearGaussian
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +62,18 @@ def trained_vae(tmp_path_factory, data_dir):
     train(cfg, progress=False, log=lambda *a: None)
     model, _ = load_trained(tmp / "ckpt" / "trained.pt")
     return model
+
+
+class Perturbed(LinearGaussian):
+    """A linear-Gaussian model whose q(z|x) is a deliberately imperfect Gaussian."""
+
+    def encode(self, x):
+        mu, logvar = super().encode(x)
+        return mu + 0.2, logvar + 0.4
+
+
+@pytest.fixture(scope="module")
+def linear_gaussian():
+    model = LinearGaussian.random(x_dim=10, z_dim=3, sigma=0.5, seed=0)
+    x = model.sample_x(200)
+    return model, x, model.log_marginal(x).numpy()

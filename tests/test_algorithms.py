@@ -8,9 +8,7 @@ gradient must equal autograd's through ``models.VAE`` and the bound trajectory o
 must agree with the old step's within floating-point noise.
 """
 
-import ast
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -170,101 +168,3 @@ def test_adagrad_matches_torch_optim_adagrad_and_reads_its_checkpoints():
     restored.load_state_dict({"opt": ref.state_dict(), "t": 6})  # the format of checkpoints before the rewrite
     for s, p in zip(restored.sums, (ref_a, ref_b)):
         torch.testing.assert_close(s, ref.state[p]["sum"])
-
-
-def package_imports(module: str) -> set[str]:
-    """The vae_utils modules ``module`` imports, directly or through others (read from the source)."""
-    root = Path(algorithms.__file__).parent
-    seen, todo = set(), [module]
-    while todo:
-        tree = ast.parse((root / f"{todo.pop()}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [node.module] if node.module else [a.name for a in node.names]
-                for name in names:
-                    if name not in seen:
-                        seen.add(name)
-                        todo.append(name)
-    return seen
-
-
-def test_the_algorithms_never_import_the_training_loop():
-    below = package_imports("algorithms")
-    assert {"config", "models", "estimators", "hmc"} <= below  # the reader sees the real imports
-    assert not below & {"train", "sweep", "experiments", "reproduce"}, below
-    assert "algorithms" in package_imports("train")
-
-
-def test_the_benchmarks_matmul_limit_does_exactly_the_steps_matrix_products(data_dir):
-    from vae_utils.benchmark import _MatmulRecorder, matmul_limit
-
-    cfg = TrainConfig(lr=0.02, n_train=1000, data_dir=str(data_dir), samples=10**6)
-    run = Run(cfg, 0.02, load_dataset("mnist", "train", data_dir=data_dir, n_train=1000))
-    D, H, Z, M = 784, 500, 20, 100
-    # closed form: forward x->h, h->mu, h->logvar, z->h, h->x; backward twice that, less the input's gradient
-    forward = D * H + 2 * H * Z + Z * H + H * D
-    expected = 2 * M * (forward + 2 * forward - D * H)
-    recorder = _MatmulRecorder()
-    with recorder:
-        run.step()
-
-    def flops(func, args):
-        shapes = [a[0] for a in args if isinstance(a, tuple)][-2:]
-        return 2 * shapes[0][-2] * shapes[0][-1] * shapes[1][-1]
-    assert sum(flops(f, a) for f, a in recorder.calls) == expected
-    limit = matmul_limit(run.step)
-    assert limit.n_matmuls == len(recorder.calls)
-    limit()  # replays on random tensors of the same shapes
-
-
-def test_the_benchmark_command_writes_every_ratio_and_refuses_an_unknown_workload(tmp_path, data_dir):
-    import json
-    import subprocess
-    import sys
-
-    out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "vae_utils", "benchmark", "--only", "evaluation", "--repeats", "3", "--min-time",
-           "0.2", "--out", str(out), "--data-dir", str(data_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(out.read_text())
-    r = record["results"]["evaluation@1"]
-    assert set(r["median"]) == {"ours", "baseline", "limit"} and r["matmuls_per_call"] == 5 * 10  # 5 layers, 10 batches of 1000
-    assert 0 < r["ours_vs_limit"] <= 1.05 and r["ours_vs_baseline"] > 0  # no implementation beats its own matmuls
-    assert record["provenance"]["torch"] == torch.__version__ and "cpu_model" in record["provenance"]
-    assert "| test-set bound" in done.stdout
-    bad = subprocess.run(cmd[:5] + ["nosuch"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unknown workload 'nosuch'" in bad.stderr
-
-
-def test_the_bernoulli_log_likelihood_has_the_bits_of_torch_distributions_bernoulli():
-    """log_likelihood negates the summed BCE instead of summing Bernoulli.log_prob's negated BCE:
-    negation is exact, so value and gradient are the same to the last bit."""
-    from torch.distributions import Bernoulli
-
-    torch.manual_seed(0)
-    model = VAE(784, 100, 3)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, 0.0, 0.3)
-    x = torch.rand(50, 784).round()
-    for z in (torch.randn(50, 3), torch.randn(4, 50, 3)):
-        ours = model.log_likelihood(x, z)
-        logits = model.dec_out(torch.tanh(model.dec_hidden(z)))
-        truth = Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)
-        assert torch.equal(ours, truth)
-        g_ours = torch.autograd.grad(ours.sum(), model.decoder_parameters())
-        g_truth = torch.autograd.grad(truth.sum(), model.decoder_parameters())
-        assert all(torch.equal(a, b) for a, b in zip(g_ours, g_truth))
-
-
-def test_no_module_of_the_package_imports_itself_through_others():
-    modules = [p.stem for p in Path(algorithms.__file__).parent.glob("*.py") if not p.stem.startswith("__")]
-    circles = {m: sorted(package_imports(m)) for m in modules if m in package_imports(m)}
-    assert not circles, circles
-
-
-def test_the_estimators_sit_below_the_loop_and_records_below_everything():
-    assert package_imports("marginal_likelihood") <= {"checks", "hmc", "models", "estimators"}
-    assert not package_imports("records")  # paths, reading and writing: imported by every other layer
-    studies = package_imports("likelihood_studies")
-    assert {"marginal_likelihood", "train", "experiments"} <= studies and "likelihood_studies" not in package_imports("train")

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
@@ -208,3 +209,17 @@ def test_monte_carlo_kl_and_minibatch_estimator():
     draws = torch.stack([minibatch_estimate(model, X, 50, "A", 1, g) for _ in range(2000)])
     total = model.log_marginal(X).sum()
     assert (draws.mean() - total).abs() < 4 * draws.std() / math.sqrt(len(draws)), (draws.mean(), total)
+
+
+def test_the_estimators_refuse_bad_input_in_one_line():
+    model = LinearGaussian.random(x_dim=10, z_dim=3)
+    x = model.sample_x(5)
+    cases = [
+        (lambda: sgvb_b(model, x, 0), ValueError, "n_samples=0 is not allowed: expected an integer >= 1"),
+        (lambda: lower_bound(model, x[:, :7]), ValueError, "X has 7 columns; the model expects 10"),
+        (lambda: lower_bound(model, x, batch_size=0), ValueError, "batch_size=0 is not allowed"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind) as e:
+            call()
+        assert message in str(e.value) and "\n" not in str(e.value), (message, str(e.value))

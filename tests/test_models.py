@@ -58,3 +58,23 @@ def test_weight_prior_covers_weight_matrices_only():
         VAE(6, 4, 3, "poisson")
     with pytest.raises(RuntimeError, match="encoder=False"):
         VAE(6, 4, 3, encoder=False).encode(torch.rand(2, 6))
+
+
+def test_the_bernoulli_log_likelihood_has_the_bits_of_torch_distributions_bernoulli():
+    """log_likelihood negates the summed BCE instead of summing Bernoulli.log_prob's negated BCE:
+    negation is exact, so value and gradient are the same to the last bit."""
+    from torch.distributions import Bernoulli
+
+    torch.manual_seed(0)
+    model = VAE(784, 100, 3)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    x = torch.rand(50, 784).round()
+    for z in (torch.randn(50, 3), torch.randn(4, 50, 3)):
+        ours = model.log_likelihood(x, z)
+        logits = model.dec_out(torch.tanh(model.dec_hidden(z)))
+        truth = Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)
+        assert torch.equal(ours, truth)
+        g_ours = torch.autograd.grad(ours.sum(), model.decoder_parameters())
+        g_truth = torch.autograd.grad(truth.sum(), model.decoder_parameters())
+        assert all(torch.equal(a, b) for a, b in zip(g_ours, g_truth))

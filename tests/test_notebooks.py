@@ -8,17 +8,13 @@ range for its quantity.
 
 import json
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import papermill as pm
 import pytest
 
-from conftest import small_config
-from vae_utils import budgets, reproduce, sweep
-from vae_utils.plotting import PAPER_CSV, load_paper_curves
+from vae_utils import budgets, reproduce
 
 NOTEBOOKS = reproduce.notebook_paths()
 NAMES = [p.stem for p in NOTEBOOKS]
@@ -156,51 +152,6 @@ def test_parameters_check_outside_papermill():
         budgets.check_parameters({**ns, "ratio": 2}, rules={"ratio": (lambda v: 0 < v <= 1, "a number in (0, 1]")})
     with pytest.raises(TypeError, match="parameter workers=True has type bool; expected int"):
         budgets.check_parameters({**ns, "workers": True})
-
-
-def _curves(results):
-    return [[(p["samples"], p["train"], p["test"]) for p in r["curve"]] for r in results]
-
-
-def test_sweep_in_parallel_equals_runs_one_after_another_and_reruns_do_no_training(tmp_path, data_dir):
-    cfgs = [small_config(tmp_path / "seq", name=f"r{i}", n_z=3 + i, samples=10_000) for i in range(2)]
-    sequential = [sweep.ensure_run(c) for c in cfgs]
-    par = [small_config(tmp_path / "par", name=f"r{i}", n_z=3 + i, samples=10_000) for i in range(2)]
-    parallel = sweep.sweep_runs(par, progress=False)
-    assert _curves(parallel) == _curves(sequential)
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("*.pt")}
-    again = sweep.sweep_runs(par, executor=ThreadPoolExecutor(2), progress=False)
-    assert _curves(again) == _curves(parallel)
-    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("*.pt")}, "a finished sweep retrains nothing"
-    with pytest.raises(sweep.MissingResultError, match="no finished result for run 'r0'.*allow_training=True"):
-        sweep.ensure_run(small_config(tmp_path / "none", name="r0"), allow_training=False)
-
-
-def test_paper_curves_ship_with_the_package():
-    rows = load_paper_curves()
-    assert PAPER_CSV.is_file() and len(rows) > 150
-    ref = os.environ.get("AEVB_REFERENCE_DIR")
-    if ref and (Path(ref) / "aevb_paper_figures_digitized.csv").is_file():  # CI: the copy equals the source
-        assert PAPER_CSV.read_bytes() == (Path(ref) / "aevb_paper_figures_digitized.csv").read_bytes()
-    assert {(r["figure"], r["dataset"]) for r in rows} == {("figure2", "mnist"), ("figure2", "frey_face"),
-                                                         ("figure3", "mnist")}
-
-
-def test_a_sweep_on_a_dask_cluster_equals_a_local_sweep(tmp_path, data_dir):
-    distributed = pytest.importorskip("distributed")
-    local = [small_config(tmp_path / "local", name=f"r{i}", n_z=3 + i, samples=10_000, data_dir=str(data_dir))
-             for i in range(2)]
-    on_dask = [small_config(tmp_path / "dask", name=f"r{i}", n_z=3 + i, samples=10_000, data_dir=str(data_dir))
-               for i in range(2)]
-    expected = sweep.sweep_runs(local, progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        got = sweep.sweep_runs(on_dask, executor=client, progress=False)
-        workers = {w["host"] for w in client.scheduler_info()["workers"].values()}
-    assert workers == {"127.0.0.1"} and _curves(got) == _curves(expected)
-    assert all(r["finished"] and r["provenance"]["torch_threads"] == 1 for r in got)
-    with pytest.raises(TypeError, match="expected a concurrent.futures.Executor or a dask.distributed.Client"):
-        sweep.sweep_runs(on_dask, executor="tcp://127.0.0.1:8786", progress=False)
 
 
 def test_an_executed_notebook_is_tidied_of_progress_bars_and_machine_paths(tmp_path):

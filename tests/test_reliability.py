@@ -724,33 +724,6 @@ def test_a_real_file_size_limit_fails_the_run_in_one_line_and_leaves_no_partial_
 
 # --- the mechanism itself ---------------------------------------------------------------------
 
-def test_write_record_refuses_to_lose_a_finished_record(tmp_path):
-    path = tmp_path / "r.json"
-    records.write_record(path, {"points": [1, 2]}, "a record")
-    with pytest.raises(records.RecordExistsError, match="already holds a record that this write would lose"):
-        records.write_record(path, {"points": [1]}, "a record", lambda old: records.keeps_points(old["points"], [1]))
-    records.write_record(path, {"points": [1, 2, 3]}, "a record",
-                         lambda old: records.keeps_points(old["points"], [1, 2, 3]))
-    assert json.loads(path.read_text()) == {"points": [1, 2, 3]}
-
-
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "r.json"
-    records.atomic_write_json(path, {"v": 1})
-
-    def interrupted(f, payload):
-        f.write(payload[:3])
-        raise KeyboardInterrupt
-    monkeypatch.setattr(records, "_write_all", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        records.atomic_write_json(path, {"v": 2})
-    assert json.loads(path.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
-
-
-def test_describe_os_error_names_the_path_and_what_to_do():
-    line = records.describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/x/y.pt"))
-    assert line == "/x/y.pt: No space left on device (free some space and rerun)"
-
 
 # --- every writer of a long computation's output: a record of another computation is kept ---------
 
@@ -830,13 +803,6 @@ def test_every_writer_keeps_a_record_of_another_computation(make, tmp_path, data
         call()
     assert "\n" not in str(e.value) and "of another computation" in str(e.value) and "it is kept" in str(e.value)
     assert_nothing_lost(tmp_path, before)
-
-
-def test_save_once_keeps_the_same_computation_and_writes_a_new_one(tmp_path):
-    path = tmp_path / "checks.json"
-    first = records.save_once(path, {"budget": "smoke", "seed": 0, "value": 1}, ("budget", "seed"), "checks", log=lambda *a: None)
-    kept = records.save_once(path, {"budget": "smoke", "seed": 0, "value": 2}, ("budget", "seed"), "checks", log=lambda *a: None)
-    assert first == kept == json.loads(path.read_text()) and kept["value"] == 1
 
 
 def test_ais_calibration_command_reuses_its_finished_record(ws, capsys):

@@ -1,4 +1,5 @@
-"""A sweep killed mid-way resumes every run where its checkpoint left it, to the same final state."""
+"""Sweeps: runs in parallel equal runs one after another, on processes or a dask cluster; a sweep killed mid-way
+resumes every run where its checkpoint left it, to the same final state."""
 
 import os
 import signal
@@ -6,9 +7,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 import torch
 
+from conftest import small_config
+from vae_utils import sweep
 from vae_utils import train as T
 from vae_utils.records import ResultsFileError
 
@@ -74,29 +80,36 @@ def test_a_damaged_results_file_is_reported_with_its_path(tmp_path):
     assert (tmp_path / "d.json").read_text() == '{"name": "d", "curve": ['  # left as it was
 
 
-def test_the_estimators_and_likelihood_functions_refuse_bad_input_in_one_line():
-    import pytest
+def _curves(results):
+    return [[(p["samples"], p["train"], p["test"]) for p in r["curve"]] for r in results]
 
-    from vae_utils.estimators import lower_bound, sgvb_b
-    from vae_utils.exact import LinearGaussian
-    from vae_utils.likelihood_studies import evaluate_checkpoint
-    from vae_utils.marginal_likelihood import hmc_kde_log_likelihood, importance_log_likelihood
 
-    model = LinearGaussian.random(x_dim=10, z_dim=3)
-    x = model.sample_x(5)
-    cases = [
-        (lambda: sgvb_b(model, x, 0), ValueError, "n_samples=0 is not allowed: expected an integer >= 1"),
-        (lambda: lower_bound(model, x[:, :7]), ValueError, "X has 7 columns; the model expects 10"),
-        (lambda: lower_bound(model, x, batch_size=0), ValueError, "batch_size=0 is not allowed"),
-        (lambda: hmc_kde_log_likelihood(model, x, n_samples=2), ValueError, "n_samples=2 is not allowed: expected an integer >= 4"),
-        (lambda: hmc_kde_log_likelihood(model, x, n_leapfrog=0), ValueError, "n_leapfrog=0 is not allowed"),
-        (lambda: hmc_kde_log_likelihood(model, x, target_accept=1.2), ValueError, "target_accept=1.2 is not allowed"),
-        (lambda: hmc_kde_log_likelihood(model, x, n_samples=50.5), TypeError, "n_samples=50.5 is not allowed"),
-        (lambda: importance_log_likelihood(model, x, n_samples=0), ValueError, "n_samples=0 is not allowed"),
-        (lambda: importance_log_likelihood(model, x[0], 10), ValueError, "x of shape (10,) is not allowed"),
-        (lambda: evaluate_checkpoint("nothing", n=0), ValueError, "n=0 is not allowed: expected an integer >= 1"),
-    ]
-    for call, kind, message in cases:
-        with pytest.raises(kind) as e:
-            call()
-        assert message in str(e.value) and "\n" not in str(e.value), (message, str(e.value))
+def test_sweep_in_parallel_equals_runs_one_after_another_and_reruns_do_no_training(tmp_path, data_dir):
+    cfgs = [small_config(tmp_path / "seq", name=f"r{i}", n_z=3 + i, samples=10_000) for i in range(2)]
+    sequential = [sweep.ensure_run(c) for c in cfgs]
+    par = [small_config(tmp_path / "par", name=f"r{i}", n_z=3 + i, samples=10_000) for i in range(2)]
+    parallel = sweep.sweep_runs(par, progress=False)
+    assert _curves(parallel) == _curves(sequential)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("*.pt")}
+    again = sweep.sweep_runs(par, executor=ThreadPoolExecutor(2), progress=False)
+    assert _curves(again) == _curves(parallel)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("*.pt")}, "a finished sweep retrains nothing"
+    with pytest.raises(sweep.MissingResultError, match="no finished result for run 'r0'.*allow_training=True"):
+        sweep.ensure_run(small_config(tmp_path / "none", name="r0"), allow_training=False)
+
+
+def test_a_sweep_on_a_dask_cluster_equals_a_local_sweep(tmp_path, data_dir):
+    distributed = pytest.importorskip("distributed")
+    local = [small_config(tmp_path / "local", name=f"r{i}", n_z=3 + i, samples=10_000, data_dir=str(data_dir))
+             for i in range(2)]
+    on_dask = [small_config(tmp_path / "dask", name=f"r{i}", n_z=3 + i, samples=10_000, data_dir=str(data_dir))
+               for i in range(2)]
+    expected = sweep.sweep_runs(local, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        got = sweep.sweep_runs(on_dask, executor=client, progress=False)
+        workers = {w["host"] for w in client.scheduler_info()["workers"].values()}
+    assert workers == {"127.0.0.1"} and _curves(got) == _curves(expected)
+    assert all(r["finished"] and r["provenance"]["torch_threads"] == 1 for r in got)
+    with pytest.raises(TypeError, match="expected a concurrent.futures.Executor or a dask.distributed.Client"):
+        sweep.sweep_runs(on_dask, executor="tcp://127.0.0.1:8786", progress=False)

@@ -20,6 +20,7 @@
     fidelity             the experiments on the gaps to the paper, their tables
     plotting             Figures 2-5 in the paper's layout, ours-vs-paper tables, save_figure
     reproduce            the notebooks in order through papermill
+    tables               the README's and docs' tables, generated from results/
 """
 
 from .data import load_dataset

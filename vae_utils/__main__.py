@@ -1,5 +1,5 @@
 """Command line: ``python -m vae_utils {reproduce, train, fetch-data, likelihood, ais-calibration, verify, report,
-benchmark, fidelity} ...``.
+tables, benchmark, fidelity} ...``.
 
     python -m vae_utils reproduce --budget quick           # every notebook, through papermill
     python -m vae_utils train --dataset mnist --nz 20 --samples 1e6
@@ -7,6 +7,7 @@ benchmark, fidelity} ...``.
     python -m vae_utils likelihood --checkpoint <name> --n 1000
     python -m vae_utils fetch-data --data-dir data/
     python -m vae_utils benchmark                           # samples/s vs the usual loop and the matmul limit
+    python -m vae_utils tables                              # the README's and docs' tables, from results/
 
 The data directory is --data-dir, else $AEVB_DATA_DIR, else data/ in the repository.
 """
@@ -234,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
     fd.add_argument("--only", type=_names, default=None, help="comma-separated experiment names")
     fd.add_argument("--workers", type=_workers, default=0)
 
+    tb = sub.add_parser("tables", help="rewrite the tables of README.md and docs/ from the records in results/")
+    tb.add_argument("--check", action="store_true", help="only list the tables whose text is not what the records "
+                    "give (exit 1 if any)")
+
     r = sub.add_parser("report", help="tables and Figure-2 panels of the runs in results/, next to the paper")
     r.add_argument("--reference-dir", type=_path, default=None, help="folder of aevb_paper_figures_digitized.csv "
                    "(default $AEVB_REFERENCE_DIR)")
@@ -376,6 +381,15 @@ def _run(args) -> int:
         if args.gap is None:
             print("\nmcem (Figure 3, N = 1000; ours − paper under our x-axis count)\n")
             print(FD.mcem_seed_markdown(FD.mcem_seed_table()))
+        return 0
+    if args.command == "tables":
+        from .tables import update
+
+        stale = update(write=not args.check)
+        if args.check and stale:
+            print(f"tables: {len(stale)} stale (rerun without --check to rewrite them): {', '.join(stale)}", file=sys.stderr)
+            return 1
+        print(f"tables: {len(stale)} {'stale' if args.check else 'rewritten'}" + (f": {', '.join(stale)}" if stale else ""))
         return 0
     if args.command == "report":
         from . import plotting as P

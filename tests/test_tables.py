@@ -1,0 +1,81 @@
+"""The documents' tables are generated from results/, never typed (vae_utils.tables)."""
+
+import re
+import shutil
+
+import pytest
+
+from vae_utils import tables as T
+from vae_utils.__main__ import main
+from vae_utils.records import REPO_ROOT, ResultsFileError
+
+# tables that hold no results: lists of files, notebooks, settings and choices, written by hand
+NOT_RESULTS = ("| notebook | what |", "| topic | the paper | what we do | why |", "| check | test |",
+               "| the paper | module | function or class |", "| path | what |")
+
+
+def _copy_documents(tmp_path):
+    for doc in T.DOCUMENTS:
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / doc, tmp_path / doc)
+    return tmp_path
+
+
+def test_every_table_in_the_documents_is_what_its_records_give():
+    assert T.update(write=False) == []
+    assert main(["tables", "--check"]) == 0
+
+
+def test_every_table_of_numbers_is_generated():
+    docs = list(T.DOCUMENTS) + [p.relative_to(REPO_ROOT).as_posix() for p in sorted((REPO_ROOT / "docs").glob("*.md"))]
+    typed = []
+    for doc in dict.fromkeys(docs):
+        text = (REPO_ROOT / doc).read_text(encoding="utf-8")
+        lines, inside = text.split("\n"), set()
+        for _, start, end in T.blocks(text, doc):
+            inside |= set(range(start, end))
+        for i, line in enumerate(lines):
+            starts_table = line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))
+            if starts_table and i not in inside and not line.startswith(NOT_RESULTS):
+                typed.append(f"{doc}:{i + 1}: {line[:60]}")
+    assert typed == [], "tables typed outside a generated block (add a function to vae_utils.tables)"
+    assert len(T.TABLES) >= 10 and all(T.render(name).startswith(("|", "**")) for name in T.TABLES)
+
+
+def test_a_typed_or_stale_table_is_found_and_rewritten_and_the_prose_kept(tmp_path):
+    root = _copy_documents(tmp_path)
+    readme = root / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    edited = text.replace("| 20 | -123.3 / -124.4 |", "| 20 | -99.9 / -124.4 |", 1)
+    edited = edited.replace("## Further reading", "## Further reading, edited by hand", 1)
+    assert edited.count("-99.9") == 1 and "edited by hand" in edited
+    readme.write_text(edited, encoding="utf-8")
+    assert T.update(write=False, root=root) == ["README.md: quick_figure2_mnist"]
+    assert readme.read_text(encoding="utf-8") == edited  # --check writes nothing
+    assert T.update(write=True, root=root) == ["README.md: quick_figure2_mnist"]
+    now = readme.read_text(encoding="utf-8")
+    assert "-99.9" not in now and "| 20 | -123.3 / -124.4 |" in now and "edited by hand" in now
+    assert T.update(write=False, root=root) == []
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda t: t.replace("<!-- table budgets:", "<!-- table no_such_table:", 1), "unknown table 'no_such_table'"),
+    (lambda t: t.replace("<!-- end table budgets -->", "", 1), "table 'budgets' is not closed"),
+    (lambda t: t.replace("<!-- end table budgets -->", "<!-- end table quick_figure3 -->", 1), "is not closed"),
+    (lambda t: t.replace("<!-- table budgets: generated", "<!-- table budgets generated", 1), "a table marker not in the form"),
+])
+def test_damaged_markers_are_refused_in_one_line_and_nothing_is_written(tmp_path, damage, match):
+    root = _copy_documents(tmp_path)
+    readme = root / "README.md"
+    damaged = damage(readme.read_text(encoding="utf-8"))
+    readme.write_text(damaged, encoding="utf-8")
+    with pytest.raises(ResultsFileError, match=re.escape(match)) as e:
+        T.update(write=True, root=root)
+    assert "\n" not in str(e.value) and "README.md, line" in str(e.value)
+    assert readme.read_text(encoding="utf-8") == damaged
+
+
+def test_sample_counts_read_as_the_paper_writes_them():
+    assert [T._count(x) for x in (1e6, 10 ** 5.5, 2.4e8, 5e5, 2_020_000, 9.999e6)] == \
+        ["1e6", "3.16e5", "2.4e8", "5e5", "2.02e6", "1e7"]
+    assert T._pair(-1.04, -1.0) == "-1.0" and T._pair(-1.0, None) == "-1.0 / —"

@@ -1,0 +1,340 @@
+"""The tables of the README and docs/, generated from the records in results/.
+
+A table in a document is a block between two markers,
+
+    <!-- table NAME: generated from results/ by `python -m vae_utils tables`; edit the code, not the table -->
+    | ... |
+    <!-- end table NAME -->
+
+and NAME is a function of ``TABLES`` below: it reads the committed records (results/, the paper's
+digitized curves that ship in ``vae_utils/paper``) and returns the block's Markdown, the numbers
+and every sentence that states one. ``python -m vae_utils tables`` rewrites every block whose
+text is not what its function now gives; ``--check`` only reports them (exit 1), and the test
+suite runs the check, so a table cannot be typed by hand or go stale behind its records.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+from . import fidelity as FD
+from .benchmark import table as benchmark_table
+from .experiments import figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
+from .plotting import LABELS, PAPER_CSV, likelihood_table, load_paper_curves, load_results, paper_value
+from .records import REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
+
+DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performance.md")
+BEGIN = re.compile(r"^<!-- table (?P<name>[a-z0-9_]+): generated from results/ by `python -m vae_utils tables`; "
+                   r"edit the code, not the table -->$")
+END = "<!-- end table {name} -->"
+QUICK = RESULTS_DIR / "quick"
+
+
+def _paper() -> list[dict]:
+    return load_paper_curves(PAPER_CSV.parent)  # the package's copy, whatever $AEVB_REFERENCE_DIR says
+
+
+def _f(v, digits: int = 1, sign: bool = False) -> str:
+    return "—" if v is None else f"{v:{'+' if sign else ''}.{digits}f}"
+
+
+def _pair(train, test, digits: int = 1) -> str:
+    """'train / test', or one value where both read the same at this precision."""
+    a, b = _f(train, digits), _f(test, digits)
+    return a if a == b else f"{a} / {b}"
+
+
+def _count(n: float) -> str:
+    """A sample count in the paper's style: 1e6, 3.16e5, 2.4e8."""
+    e = math.floor(math.log10(n))
+    m = round(n / 10 ** e, 2)
+    if m >= 10:
+        m, e = m / 10, e + 1
+    return f"{m:g}e{e}"
+
+
+def _claims(rows: list[dict]) -> list[str]:
+    """The notebooks' claim rows as a list: the verdict first, then what was measured."""
+    verdict = {True: "held", False: "**not held**", None: "no verdict"}
+    return [f"- {verdict[r['held']]}: {r['claim']} ({r['measured']})" for r in rows]
+
+
+def _at(record: dict, samples: float, split: str):
+    """A training record's value at ``samples`` (its points fall within 1 % of the paper's ticks)."""
+    return FD._at(record["curve"], samples, split)
+
+
+# --- the README: budgets and the committed quick record -----------------------------------
+
+def budgets() -> str:
+    from .budgets import BUDGETS
+
+    lines = ["| budget | Figure 2 samples per run (MNIST / Frey) | Figure 3 samples per run (N = 1000 / 50,000) "
+             "| log p(x) images per split | curve evaluated on | Adagrad step |", "|---|---|---|---|---|---|"]
+    for b in BUDGETS.values():
+        lr = "the paper's grid" if b.lr == "auto" else f"{b.lr:g} (fixed)"
+        lines.append(f"| `{b.name}` | {_count(b.mnist_samples)} / {_count(b.frey_samples)} | {_count(b.fig3_samples)} / "
+                     f"{_count(b.fig3_samples_50k)} | {b.ll_n} | {b.eval_n} images per split | {lr} |")
+    return "\n".join(lines)
+
+
+def quick_figure2_mnist() -> str:
+    paper = _paper()
+    runs = {(r["algorithm"], r["config"]["n_z"]): r for r in load_results("*_mnist_*_h500_*_n50000_seed0.json", QUICK)}
+    nzs = sorted({nz for _, nz in runs if ("aevb", nz) in runs and ("wake_sleep", nz) in runs})
+    at = 10 ** 6
+    eval_n = sorted({r["config"]["eval_n"] for r in runs.values()})
+    lines = [f"**Figure 2, MNIST, at {_count(at)} training samples** (ours from `eval_n` = "
+             f"{', '.join(map(str, eval_n))} images per split; the paper's digitized, ±0.5 nat; train / test; "
+             f"— where the paper's curve is below its plot):", "",
+             "| Nz | AEVB ours | AEVB paper | wake-sleep ours | wake-sleep paper |", "|---|---|---|---|---|"]
+    gaps = {"aevb": [], "wake_sleep": []}
+    for nz in nzs:
+        cells = []
+        for alg in ("aevb", "wake_sleep"):
+            ours = [_at(runs[alg, nz], at, s) for s in ("train", "test")]
+            theirs = [paper_value(paper, "figure2", "mnist", nz, alg, s, at) for s in ("train", "test")]
+            cells += [_pair(*ours), _pair(*theirs)]
+            gaps[alg] += [(abs(o - t), nz) for o, t in zip(ours, theirs) if None not in (o, t)]
+        lines.append(f"| {nz} | " + " | ".join(cells) + " |")
+    worst = {alg: max(g) for alg, g in gaps.items() if g}
+    lines += ["", "Where the paper's curve is on its plot, the largest distance to it: " + "; ".join(
+        f"{LABELS[alg]} {d:.1f} nats (Nz = {nz})" for alg, (d, nz) in worst.items()) + ". The paper's claims, on "
+        "the last point of each curve:", ""]
+    lines += _claims(figure2_claims([runs[k] for k in sorted(runs) if k[1] in nzs]))
+    return "\n".join(lines)
+
+
+def quick_figure2_frey() -> str:
+    paper = _paper()
+    runs = {(r["algorithm"], r["config"]["n_z"]): r for r in load_results("*_frey_face_*_seed0.json", QUICK)}
+    nzs = sorted({nz for _, nz in runs})
+    at = min(r["curve"][-1]["samples"] for r in runs.values())
+    lines = [f"**Figure 2, Frey Face, at {_count(at)} training samples** (train / test; the paper's ±10 nats):", "",
+             "| Nz | AEVB ours | AEVB paper | wake-sleep ours | wake-sleep paper |", "|---|---|---|---|---|"]
+    for nz in nzs:
+        cells = []
+        for alg in ("aevb", "wake_sleep"):
+            r = runs.get((alg, nz))
+            cells += [_pair(_at(r, at, "train"), _at(r, at, "test"), 0) if r else "not run",
+                      _pair(*(paper_value(paper, "figure2", "frey_face", nz, alg, s, at) for s in ("train", "test")), 0)]
+        lines.append(f"| {nz} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def quick_figure3() -> str:
+    paper = _paper()
+    records = [read_curve_record(p) for p in sorted(QUICK.glob("*_likelihood_curve.json"))]
+    order = {"aevb": 0, "mcem": 1, "wake_sleep": 2}
+    records.sort(key=lambda r: (r["config"]["n_train"], order[r["algorithm"]]))
+    at = {r["points"][-1]["samples"] for r in records}
+    ll_n = sorted({r["settings"]["ll_n"] for r in records})
+    lines = [f"**Figure 3 at {' / '.join(_count(x) for x in sorted(at))} training samples** (Appendix D on the first "
+             f"{', '.join(map(str, ll_n))} images per split; the paper's ±0.5 nat; — where its curve is off the plot):",
+             "", "| N train | method | ours train / test | paper train / test |", "|---|---|---|---|"]
+    for r in records:
+        c, last = r["config"], r["points"][-1]
+        theirs = [paper_value(paper, "figure3", "mnist", c["n_z"], r["algorithm"], s, last["samples"], c["n_train"])
+                  for s in ("train", "test")]
+        lines.append(f"| {c['n_train']:,} | {LABELS[r['algorithm']]} | "
+                     f"{_f(last['train']['appendix_d'])} / {_f(last['test']['appendix_d'])} | "
+                     f"{_f(theirs[0])} / {_f(theirs[1])} |")
+    lines += ["", "Figure 3's readings, on the last point of each curve:", ""]
+    lines += _claims(figure3_claims(records, paper))
+    return "\n".join(lines)
+
+
+# --- docs/results.md: the engine's long runs ---------------------------------------------------
+
+def _describe(r: dict) -> str:
+    c = r["config"]
+    data = {"mnist": "MNIST", "frey_face": "Frey Face"}[c["dataset"]]
+    return (f"{LABELS[r['algorithm']]}, {data}, Nz = {c['n_z']}, {c['n_hidden']} hidden, "
+            f"{c['binarize'] + ' binarisation' if c['binarize'] else 'grey levels'}")
+
+
+def figure2_long_runs() -> str:
+    paper = _paper()
+    runs = [r for r in load_results("*_seed0.json", RESULTS_DIR)
+            if r["config"]["n_train"] in (50_000, None) and r["algorithm"] != "mcem"]
+    lines = ["| run | samples | train | test | paper train / test | Adagrad step | samples/s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["config"]["dataset"] != "mnist", r["algorithm"], r["config"]["binarize"] or "")):
+        c = r["config"]
+        for at in (10 ** 6, 10 ** 7):
+            if _at(r, at, "train") is None:
+                continue
+            theirs = [paper_value(paper, "figure2", c["dataset"], c["n_z"], r["algorithm"], s, at) for s in ("train", "test")]
+            lines.append(f"| {_describe(r)} | {_count(at)} | {_f(_at(r, at, 'train'))} | {_f(_at(r, at, 'test'))} | "
+                         f"{_pair(*theirs)} | {r['lr']} | {r['samples_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def seed_spread() -> str:
+    paper = _paper()
+    ticks = (10 ** 5, 10 ** 5.5, 10 ** 6)
+    lines = ["| run | seeds | " + " | ".join(_count(x) for x in ticks) + f" | range / sd at {_count(ticks[-1])} "
+             f"| paper at {_count(ticks[-1])} |", "|---|---|" + "---|" * (len(ticks) + 2)]
+    for pattern in ("aevb_mnist_nz20_h500_grey_n50000_seed*.json", "aevb_frey_face_nz20_h200_grey_nall_seed*.json"):
+        runs = sorted(load_results(pattern, RESULTS_DIR), key=lambda r: r["config"]["seed"])
+        if not runs:
+            continue
+        digits = 0 if runs[0]["config"]["dataset"] == "frey_face" else 1
+        cells = [" / ".join(_f(_at(r, x, "train"), digits) for r in runs) for x in ticks]
+        last = [_at(r, ticks[-1], "train") for r in runs]
+        c = runs[0]["config"]
+        spread = (f"{max(last) - min(last):.2f} / {statistics.stdev(last):.2f}" if len(last) > 1 and None not in last else "—")
+        lines.append(f"| {_describe(runs[0])} | {', '.join(str(r['config']['seed']) for r in runs)} | " + " | ".join(cells)
+                     + f" | {spread} | {_f(paper_value(paper, 'figure2', c['dataset'], c['n_z'], 'aevb', 'train', ticks[-1]), digits)} |")
+    return "\n".join(lines)
+
+
+def figure3_long_runs() -> str:
+    return likelihood_table(_paper(), RESULTS_DIR)
+
+
+def quadrature() -> str:
+    lines = ["| model, split | points | quadrature (truth) | App. D | App. D mean abs. error | IS | IS mean abs. error |",
+             "|---|---|---|---|---|---|---|"]
+    for p in sorted(RESULTS_DIR.glob("*_likelihood.json")):
+        r = read_json(p)
+        for split in ("train", "test"):
+            q = r[split].get("quadrature")
+            if q:
+                lines.append(f"| {LABELS[r['config']['algorithm']]}, {split} | {q['n']} | {q['exact_mean']:.2f} | "
+                             f"{q['hmc_kde_mean']:.2f} | {q['hmc_kde_mean_abs_error']:.2f} | "
+                             f"{_f(q.get('importance_mean'), 2)} | {_f(q.get('importance_mean_abs_error'), 2)} |")
+    return "\n".join(lines)
+
+
+def verify_noise() -> str:
+    from .verify import VERIFY_TOLERANCE
+
+    record = read_json(RESULTS_DIR / "verify_float_noise.json")
+    lines = [f"| run | largest difference, 1 vs 2 threads, {_count(record['samples'])} samples | tolerance |", "|---|---|---|"]
+    for r in record["runs"]:
+        lines.append(f"| {r['run']} | {r['largest_difference']:.2g} nat | {VERIFY_TOLERANCE[r['algorithm']]:g} |")
+    return "\n".join(lines)
+
+
+# --- docs/fidelity.md: the gaps, tested one cause at a time -------------------------------------
+
+def fidelity_frey_face() -> str:
+    return FD.markdown(FD.table("frey_face"))
+
+
+def fidelity_wake_sleep() -> str:
+    return FD.markdown(FD.table("wake_sleep"))
+
+
+def mcem_xaxis() -> str:
+    record = read_curve_record(likelihood_curve_path(FD.mcem_curve_config(0)))
+    return FD.mcem_markdown({split: FD.mcem_xaxis_table(record, split) for split in ("train", "test")})
+
+
+def mcem_seeds() -> str:
+    return FD.mcem_seed_markdown(FD.mcem_seed_table())
+
+
+def ais_calibration() -> str:
+    return FD.ais_markdown(read_json(QUICK / "ais_calibration.json"))
+
+
+def gaps_remaining() -> str:
+    """Per open gap: today's default against the paper, with its seed spread."""
+    lines = ["| curve | at | ours − paper (mean over seeds) | seed sd | digitization | beyond 2 sd and the digitization? |",
+             "|---|---|---|---|---|---|"]
+
+    def row(name, at, diff, sd, digitization):
+        beyond = "—" if sd is None else ("yes" if abs(diff) > 2 * sd + digitization else "no")
+        lines.append(f"| {name} | {at} | {diff:+.1f} | {_f(sd, 2)} | ±{digitization:g} | {beyond} |")
+
+    spread = {}
+    for pattern, key in (("aevb_mnist_nz20_h500_grey_n50000_seed*.json", "mnist"),
+                         ("aevb_frey_face_nz20_h200_grey_nall_seed*.json", "frey_face")):
+        spread[key] = [_at(r, 10 ** 6, "train") for r in load_results(pattern, RESULTS_DIR)]
+    paper = _paper()
+    for key, name, digitization in (("mnist", "MNIST AEVB, Nz = 20, train", 0.5),
+                                    ("frey_face", "Frey Face AEVB, Nz = 20, train", 10)):
+        vals = [v for v in spread[key] if v is not None]
+        if vals:
+            p = paper_value(paper, "figure2", key, 20, "aevb", "train", 10 ** 6)
+            row(name, _count(10 ** 6), statistics.fmean(vals) - p,
+                statistics.stdev(vals) if len(vals) > 1 else None, digitization)
+    for r in FD.table("wake_sleep"):
+        if r["default"] and abs(r["samples"] - 10 ** 6.5) < 0.01 * r["samples"]:
+            row("wake-sleep MNIST, Nz = 20, train", _count(r["samples"]), r["ours_minus_paper"], r["sd"], 0.5)
+    for r in FD.mcem_seed_table():
+        if r["step_rule"] == "capped":
+            for x, (mean, sd) in r["ours_minus_paper"].items():
+                if x in (2e6, 1e7):
+                    row(f"MCEM, Figure 3, N = 1000, {r['split']}", _count(x), mean, sd, 0.5)
+    return "\n".join(lines)
+
+
+# --- docs/performance.md ----------------------------------------------------------------------
+
+def benchmarks() -> str:
+    return benchmark_table(read_json(RESULTS_DIR / "benchmarks.json"))
+
+
+def benchmark_profile() -> str:
+    r = read_json(RESULTS_DIR / "benchmarks.json")["results"]["aevb_mnist@1"]
+    lines = ["| operator (kernel or call) | ms per step | share |", "|---|---|---|"]
+    lines += [f"| `{p['operator'][:60]}` | {p['ms_per_call']:.3f} | {p['share']:.0%} |" for p in r["profile"]]
+    return "\n".join(lines)
+
+
+TABLES = {f.__name__: f for f in (budgets, quick_figure2_mnist, quick_figure2_frey, quick_figure3, figure2_long_runs, seed_spread,
+                                   figure3_long_runs, quadrature, verify_noise, fidelity_frey_face, fidelity_wake_sleep,
+                                   mcem_xaxis, mcem_seeds, ais_calibration, gaps_remaining, benchmarks, benchmark_profile)}
+
+
+def blocks(text: str, where: str) -> list[tuple[str, int, int]]:
+    """(name, first line of the body, line after it) of every generated block in ``text``."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        m = BEGIN.match(lines[i])
+        if m is None:
+            if lines[i].startswith("<!-- table ") or lines[i].startswith("<!-- end table "):
+                raise ResultsFileError(f"{where}, line {i + 1}: a table marker not in the form "
+                                       f"'{BEGIN.pattern[1:-1]}' / '{END}': fix the marker")
+            i += 1
+            continue
+        name = m["name"]
+        if name not in TABLES:
+            raise ResultsFileError(f"{where}, line {i + 1}: unknown table {name!r}; known: {', '.join(TABLES)}")
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("<!-- ") and "table " in lines[j]), None)
+        if end is None or lines[end] != END.format(name=name):
+            raise ResultsFileError(f"{where}, line {i + 1}: table {name!r} is not closed by '{END.format(name=name)}' "
+                                   f"before the next table marker: fix the markers")
+        out.append((name, i + 1, end))
+        i = end + 1
+    return out
+
+
+def render(name: str) -> str:
+    """The Markdown of one table, from the records as they are now."""
+    return TABLES[name]().rstrip("\n")
+
+
+def update(write: bool = True, root: Path | None = None) -> list[str]:
+    """Bring every block of every document up to date with its records (``write``) or only list
+    the stale ones ('document: name'). Each document is written whole or not at all."""
+    root = Path(root) if root else REPO_ROOT
+    stale = []
+    for doc in DOCUMENTS:
+        path = root / doc
+        text = path.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        for name, start, end in reversed(blocks(text, doc)):
+            body = render(name).split("\n")
+            if lines[start:end] != body:
+                stale.append(f"{doc}: {name}")
+                lines[start:end] = body
+        if write and "\n".join(lines) != text:
+            atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))
+    return stale
