@@ -2,6 +2,7 @@
 
     checks               the one rule for bad input: a one-line ValueError / TypeError
     records              paths, atomic reading and writing of records, provenance; finished results kept
+    device               where tensors live: cpu, cuda or auto; generators per device; GPU provenance
     data                 MNIST and Frey Face, verified by SHA-256              (Section 5)
     models               the VAE: tanh MLP encoder, Bernoulli/Gaussian decoder  (Section 3, App. C)
     estimators           analytic KL, SGVB estimators A and B                   (eqs. 6-10, App. B)

@@ -165,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
                    help="torch.compile the optimiser update (auto: runs of 20,000 steps or more)")
     t.add_argument("--gradient", choices=("auto", "by_hand", "autograd"), default="auto",
                    help="AEVB's gradient: written out by hand (auto: with estimator B) or autograd; same arithmetic")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: cpu, cuda, or auto (the GPU when torch finds one); not part of the run's identity")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
     t.add_argument("--data-dir", type=_path, default=None)
     t.add_argument("--results-dir", type=_path, default=None)
@@ -216,6 +218,8 @@ def parser() -> argparse.ArgumentParser:
                     "under this folder instead of the repository's <kind>/<budget>/ places")
     rp.add_argument("--no-train", action="store_true", help="forbid training: redraw from existing results only")
     rp.add_argument("--workers", type=_workers, default=0, help="parallel single-thread processes (0: one per core)")
+    rp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the notebooks train and estimate: cpu, cuda, or auto (the GPU when torch finds one)")
 
     b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
                        "limit, in one run (results/benchmarks.json)")
@@ -307,7 +311,7 @@ def _run(args) -> int:
                           eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale,
                           mcem_step_rule=args.mcem_step_rule, seed=args.seed,
                           threads=args.threads, compile={"yes": True, "no": False}.get(args.compile, "auto"),
-                          gradient=args.gradient,
+                          gradient=args.gradient, device=args.device,
                           name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
         train(cfg, progress=not args.no_progress)
@@ -324,7 +328,7 @@ def _run(args) -> int:
         t0 = time.time()
         try:
             report = run_notebooks(args.budget, args.only, args.output_dir, allow_training=not args.no_train,
-                                   workers=args.workers)
+                                   workers=args.workers, device=args.device)
         except NotebookFailed as e:
             print(f"python -m vae_utils reproduce: {_one_line(e)}", file=sys.stderr)
             return 1

@@ -159,7 +159,8 @@ class Minibatches:
         return data_mod.binarize_batch(x, self.rng, check=False) if self.dynamic else x
 
     def __next__(self) -> torch.Tensor:
-        return self.prepare(self.X.index_select(0, torch.randint(len(self.X), (self.M,), generator=self.rng)))
+        idx = torch.randint(len(self.X), (self.M,), generator=self.rng, device=self.X.device)
+        return self.prepare(self.X.index_select(0, idx))
 
 
 def _tanh(a: torch.Tensor) -> torch.Tensor:
@@ -270,7 +271,7 @@ class AEVB:
             self.opt.ascend(bound.sum())
             return len(x), bound.mean().item()
         # the same draw, from the same generator, as estimators.reparameterize
-        eps = torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype)
+        eps = torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype, device=x.device)
         opt = self.opt
         lr = opt.next_lr()
         with torch.no_grad():
@@ -302,12 +303,12 @@ class WakeSleep(AEVB):
         # wake: fit the generative model to (x, z ~ q(z|x))
         with torch.no_grad():
             mu, logvar = model.encode(x)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=self.rng)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=self.rng, device=mu.device)
         log_joint = model.log_joint(x, z)
         self.wake_opt.ascend(log_joint.sum())
         # sleep: fit the recognition model to dreams (z, x) ~ p(z) p(x|z)
         with torch.no_grad():
-            z_dream = torch.randn(M, model.z_dim, generator=self.rng)
+            z_dream = torch.randn(M, model.z_dim, generator=self.rng, device=x.device)
             dream = model.decoder_distribution(z_dream)
             if not torch.isfinite(dream.mean).all():  # the wake step diverged: report it, do not dream from NaN
                 return len(x), float("nan")
@@ -331,7 +332,7 @@ class MCEM(AEVB):
     def __init__(self, model, X, cfg: TrainConfig, lr: float, rng: torch.Generator, compile: bool = False):
         self._setup(model, X, cfg, rng, compile)  # its minibatches serve only dynamic binarisation
         self.X = X
-        self.z = torch.randn(len(X), model.z_dim, generator=rng)  # chains start at prior draws
+        self.z = torch.randn(len(X), model.z_dim, generator=rng, device=X.device)  # chains start at prior draws
         # anglepy's autotune multiplies or divides the step by 1.02 ** (number of chains): capped at
         # 1.25 in 2014 (hmc.py@55f25be), uncapped in 2013 (hmc.py@29d7e2e), where with N chains it jumps
         # by 1.02 ** N (4e8 for N = 1000) and so alternates between two values instead of tuning
@@ -351,7 +352,7 @@ class MCEM(AEVB):
         self.last_accept = result.accepted.float().mean().item()
         # M-step: Adagrad on the complete-data log-likelihood of the current samples
         for _ in range(self.cfg.mcem_m_steps):
-            idx = torch.arange(self.cursor, self.cursor + M) % self.N
+            idx = torch.arange(self.cursor, self.cursor + M, device=x.device) % self.N
             self.cursor = (self.cursor + M) % self.N
             self.opt.ascend(model.log_joint(x[idx], self.z[idx]).sum())
         return self.N + self.cfg.mcem_m_steps * M, result.log_prob.mean().item()
@@ -369,7 +370,7 @@ class MCEM(AEVB):
 
     def load_state_dict(self, d):
         self.opt.load_state_dict(d["opt"])
-        self.z = d["z"].clone()
+        self.z = d["z"].to(self.X.device, copy=True)
         self.step_size.load_state_dict(d["step_size"])
         self.cursor = d["cursor"]
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .device import DEVICES, check_device
 from .records import REPO_ROOT, resolve
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -100,6 +101,7 @@ _RULES = {  # value checks shared by every notebook (the type comes from the ann
     "budget": (lambda v: v in BUDGETS, f"one of {', '.join(BUDGETS)}"),
     "workers": (lambda v: v >= 0, "0 (one per core) or a positive number of processes"),
     "seed": (lambda v: 0 <= v < 2**63, "an integer in 0..2^63-1"),
+    "device": (lambda v: v in DEVICES, "'auto', 'cpu' or 'cuda'"),
 }
 
 
@@ -182,6 +184,8 @@ def check_parameters(namespace: dict, rules: dict | None = None) -> NotebookPara
     if "output_dir" in values and values["output_dir"] and not values["output_dir"].strip():
         raise ValueError(f"parameter output_dir={values['output_dir']!r} is not allowed; expected '' (the "
                          f"repository's places) or a folder path")
+    if "device" in values:
+        check_device(values["device"])  # 'cuda' on a machine without a GPU: refused here, in one line
     budget = get_budget(values.get("budget", "quick"))
     places = Places.for_budget(budget.name, values.get("output_dir") or None).make()
     return NotebookParameters(values, budget, places)

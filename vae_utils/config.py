@@ -2,7 +2,7 @@
 
 Every field is checked when the config is made (``_CONFIG_RULES``); a bad value is refused in
 one line naming the field and what is allowed. A run is identified by ``identity()``: every
-field except the runtime ones (name, budget, threads, compilation, paths), which change how
+field except the runtime ones (name, budget, threads, compilation, device, paths), which change how
 and where a run is computed but not what it computes.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import checks
 from . import data as data_mod
 from .checks import is_kind
+from .device import DEVICES
 from .estimators import get_estimator
 
 ALGORITHMS = ("aevb", "wake_sleep", "mcem")
@@ -67,11 +68,12 @@ class TrainConfig:
     compile: bool | str = "auto"     # torch.compile the optimiser update: True | False | "auto" (long runs)
     gradient: str = "auto"           # AEVB's gradient: "by_hand" | "autograd" | "auto" (by hand for estimator B)
     checkpoint_every_s: float = 60.0
+    device: str = "auto"             # "cpu" | "cuda" | "auto" (the GPU when torch finds one)
     data_dir: str | None = None
     results_dir: str | None = None
     checkpoint_dir: str | None = None
 
-    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "gradient", "checkpoint_every_s", "data_dir",
+    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "gradient", "checkpoint_every_s", "device", "data_dir",
                       "results_dir", "checkpoint_dir")
 
     def __post_init__(self):
@@ -160,6 +162,7 @@ _CONFIG_RULES = {
     "compile": ((bool, str), lambda v: v in (True, False, "auto"), "True, False or 'auto'"),
     "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
+    "device": (str, lambda v: v in DEVICES, "'auto', 'cpu' or 'cuda'"),
 }
 
 

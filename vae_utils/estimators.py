@@ -20,6 +20,7 @@ import torch
 from torch.distributions import Normal
 
 from . import checks
+from .device import generator_for
 
 ESTIMATORS = ("A", "B")
 
@@ -36,7 +37,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int,
     checks.at_least("n_samples", n_samples)
     checks.same_shape(mu=mu, logvar=logvar)
     checks.generator("generator", generator)
-    eps = torch.randn((n_samples, *mu.shape), generator=generator, dtype=mu.dtype)
+    eps = torch.randn((n_samples, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -93,7 +94,7 @@ def lower_bound(model, X: torch.Tensor, estimator: str = "B", n_samples: int = 1
     checks.at_least("batch_size", batch_size)
     checks.seed("seed", seed)
     checks.datapoints("X", X, model)
-    g = torch.Generator().manual_seed(seed)
+    g = generator_for(seed, X)
     total = 0.0
     for i in range(0, len(X), batch_size):
         total += fn(model, X[i:i + batch_size], n_samples, g).sum().item()
@@ -253,7 +254,7 @@ def gradient_variance(method: str, model, x: torch.Tensor, mu: torch.Tensor, log
     """
     if method not in GRADIENT_METHODS:
         raise ValueError(f"unknown gradient method {method!r}; valid: {', '.join(GRADIENT_METHODS)}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator_for(seed, x)
     rows = []
     for L in n_samples:
         grads = GRADIENT_METHODS[method](model, x, mu, logvar, int(L), repeats, g).reshape(repeats, -1)
@@ -283,7 +284,7 @@ def minibatch_estimate(model, X: torch.Tensor, batch_size: int, estimator: str =
     checks.at_least("batch_size", batch_size)
     checks.datapoints("X", X, model)
     checks.generator("generator", generator)
-    idx = torch.randint(len(X), (batch_size,), generator=generator)
+    idx = torch.randint(len(X), (batch_size,), generator=generator, device=X.device)
     return len(X) / batch_size * get_estimator(estimator)(model, X[idx], n_samples, generator).sum()
 
 

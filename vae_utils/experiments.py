@@ -47,7 +47,7 @@ MANIFOLD_GRID = {"mnist": 20, "frey_face": 10}
 def run_config(p: NotebookParameters, **kw) -> TrainConfig:
     """A TrainConfig with the budget's evaluation settings and the budget's places."""
     base = dict(eval_n=p.budget.eval_n, lr_trial_samples=int(p.budget.lr_trial_samples), lr=p.budget.lr,
-                seed=p.values.get("seed", 0),
+                seed=p.values.get("seed", 0), device=p.values.get("device", "auto"),
                 results_dir=str(p.places.results), checkpoint_dir=str(p.places.checkpoints))
     return TrainConfig(**{**base, **kw})
 

@@ -44,9 +44,9 @@ class HMCStep:
 def hmc_step(log_prob, z: torch.Tensor, step_size, n_leapfrog: int = 10,
              generator: torch.Generator | None = None, current_log_prob: torch.Tensor | None = None) -> HMCStep:
     """One HMC transition of every chain in ``z`` (C, Z)."""
-    step = torch.as_tensor(step_size, dtype=z.dtype)
+    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
     step = step.reshape(-1, 1) if step.dim() == 1 else step
-    r0 = torch.randn(z.shape, generator=generator, dtype=z.dtype)
+    r0 = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     lp0, grad = _log_prob_and_grad(log_prob, z)
     if current_log_prob is not None:
         lp0 = current_log_prob
@@ -59,7 +59,7 @@ def hmc_step(log_prob, z: torch.Tensor, step_size, n_leapfrog: int = 10,
     log_ratio = (lp_new - 0.5 * (r * r).sum(-1)) - (lp0 - 0.5 * (r0 * r0).sum(-1))
     log_ratio = torch.nan_to_num(log_ratio, nan=-float("inf"))  # a diverged trajectory is rejected
     accept_prob = log_ratio.clamp(max=0.0).exp()
-    accepted = torch.rand(accept_prob.shape, generator=generator, dtype=z.dtype) < accept_prob
+    accepted = torch.rand(accept_prob.shape, generator=generator, dtype=z.dtype, device=z.device) < accept_prob
     z_out = torch.where(accepted[:, None], z_new, z.detach())
     lp_out = torch.where(accepted, lp_new, lp0)
     return HMCStep(z_out, lp_out, accept_prob, accepted)
@@ -85,8 +85,9 @@ class GlobalStepSize:
 class PerChainStepSize:
     """One step per chain, adapted in log space toward the target acceptance probability."""
 
-    def __init__(self, n_chains: int, initial: float = 0.01, target: float = 0.9, rate: float = 1.0):
-        self.value = torch.full((n_chains,), float(initial))
+    def __init__(self, n_chains: int, initial: float = 0.01, target: float = 0.9, rate: float = 1.0,
+                 device: torch.device | str = "cpu"):
+        self.value = torch.full((n_chains,), float(initial), device=device)
         self.target, self.rate = target, rate
 
     def update(self, result: HMCStep) -> None:
@@ -96,7 +97,7 @@ class PerChainStepSize:
         return {"value": self.value.clone()}
 
     def load_state_dict(self, d):
-        self.value = d["value"].clone()
+        self.value = d["value"].to(self.value.device, copy=True)
 
 
 def run_chains(log_prob, z0: torch.Tensor, n_transitions: int, n_leapfrog: int, step_size,
@@ -104,7 +105,7 @@ def run_chains(log_prob, z0: torch.Tensor, n_transitions: int, n_leapfrog: int, 
     """``n_transitions`` transitions from ``z0``; returns (samples (T, C, Z) or None, final z,
     mean acceptance per chain). The step-size object adapts only while ``adapt``."""
     z, lp = z0, None
-    samples, acc = [], torch.zeros(z0.shape[0])
+    samples, acc = [], torch.zeros(z0.shape[0], device=z0.device)
     for _ in range(n_transitions):
         result = hmc_step(log_prob, z, step_size.value, n_leapfrog, generator, lp)
         z, lp = result.z, result.log_prob

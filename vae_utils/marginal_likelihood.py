@@ -45,6 +45,7 @@ from scipy import special, stats
 from torch.distributions import Normal
 
 from . import checks
+from .device import generator_for, model_device, seeded_generator
 from .hmc import PerChainStepSize, hmc_step, run_chains
 from .models import sample_x
 
@@ -87,15 +88,15 @@ def _diag_gaussian_logpdf(samples: np.ndarray):
 
 
 @torch.no_grad()
-def _best_prior_draws(log_joint, n_chains: int, z_dim: int, n_init: int, generator) -> torch.Tensor:
+def _best_prior_draws(log_joint, n_chains: int, z_dim: int, n_init: int, generator, device) -> torch.Tensor:
     """Per chain, the most probable of ``n_init`` prior draws under log p(x, z): chains start
     near their posterior mode instead of spending the burn-in travelling there."""
     best_z, best_lp = None, None
     for _ in range(0, n_init, 32):  # chunks bound the memory of (draws, chains, pixels)
-        z = torch.randn(32, n_chains, z_dim, generator=generator)
+        z = torch.randn(32, n_chains, z_dim, generator=generator, device=device)
         lp = log_joint(z)
-        i = lp.argmax(0)
-        z, lp = z[i, torch.arange(n_chains)], lp[i, torch.arange(n_chains)]
+        i, chains = lp.argmax(0), torch.arange(n_chains, device=device)
+        z, lp = z[i, chains], lp[i, chains]
         if best_z is None:
             best_z, best_lp = z, lp
         else:
@@ -130,16 +131,16 @@ def hmc_kde_log_likelihood(model, x: torch.Tensor, *, n_samples: int = APPENDIX_
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
         log_joint = lambda z: model.log_joint(xb, z)  # noqa: E731
-        z0 = _best_prior_draws(log_joint, len(xb), model.z_dim, n_init, generator)
-        step = PerChainStepSize(len(xb), init_step, target_accept)
+        z0 = _best_prior_draws(log_joint, len(xb), model.z_dim, n_init, generator, x.device)
+        step = PerChainStepSize(len(xb), init_step, target_accept, device=x.device)
         _, z, _ = run_chains(log_joint, z0, n_burnin, n_leapfrog, step, adapt=True, generator=generator, keep=False)
         samples, _, acc = run_chains(log_joint, z, n_samples, n_leapfrog, step, adapt=False, generator=generator)
         acc_all.append(acc)
         samples = samples.transpose(0, 1)  # (B, S, Z)
         half = n_samples // 2
         with torch.no_grad():
-            lj = model.log_joint(xb, samples[:, half:].transpose(0, 1)).transpose(0, 1).double().numpy()  # (B, S')
-        zs = samples.double().numpy()
+            lj = model.log_joint(xb, samples[:, half:].transpose(0, 1)).transpose(0, 1).double().cpu().numpy()  # (B, S')
+        zs = samples.double().cpu().numpy()
         for i in range(len(xb)):
             fit, held = zs[i, :half], zs[i, half:]
             logq = fit_kde(fit) if len(np.unique(fit, axis=0)) > model.z_dim + 1 else None
@@ -172,14 +173,14 @@ def importance_log_likelihood(model, x: torch.Tensor, n_samples: int = 5000, chu
         xb = x[start:start + batch_size]
         mu, logvar = model.encode(xb)
         q = Normal(mu, torch.exp(0.5 * logvar))
-        acc = torch.full((len(xb),), -math.inf, dtype=torch.float64)
+        acc = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=x.device)
         for k in range(0, n_samples, chunk):
             kk = min(chunk, n_samples - k)
-            z = mu + q.scale * torch.randn((kk, *mu.shape), generator=generator)
+            z = mu + q.scale * torch.randn((kk, *mu.shape), generator=generator, device=mu.device)
             log_w = (model.log_joint(xb, z) - q.log_prob(z).sum(-1)).double()  # (kk, B)
             acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
         out.append(acc - math.log(n_samples))
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
 
 
 # --- annealed importance sampling and bidirectional Monte Carlo ---------------------------------
@@ -251,9 +252,9 @@ def _anneal(model, x: torch.Tensor, z: torch.Tensor, betas: torch.Tensor, n_leap
 
     z = z.reshape(K * B, Z)
     T = len(betas) - 1
-    log_w = torch.zeros(K * B, dtype=torch.float64)
-    acc = torch.zeros(K * B, dtype=torch.float64)
-    used = torch.zeros(max(T - 1, 0), K * B)
+    log_w = torch.zeros(K * B, dtype=torch.float64, device=z.device)
+    acc = torch.zeros(K * B, dtype=torch.float64, device=z.device)
+    used = torch.zeros(max(T - 1, 0), K * B, device=z.device)
     with torch.no_grad():
         ll = log_lik(z)
     for t in range(1, T + 1):
@@ -280,8 +281,8 @@ def _tune_steps(model, x, betas, n_leapfrog, generator, *, tune_chains, init_ste
     whose ``tune_chains`` chains adapt one step each toward ``target_accept``: the geometric
     mean over the pilot chains of the step each used at that transition. The pilot's weights
     are discarded; see ``ais_log_likelihood`` for why the estimate needs fixed steps."""
-    z0 = torch.randn(tune_chains, len(x), model.z_dim, generator=generator)
-    adapt = PerChainStepSize(tune_chains * len(x), init_step, target_accept, adapt_rate)
+    z0 = torch.randn(tune_chains, len(x), model.z_dim, generator=generator, device=x.device)
+    adapt = PerChainStepSize(tune_chains * len(x), init_step, target_accept, adapt_rate, device=x.device)
     _, _, used = _anneal(model, x, z0, betas, n_leapfrog, generator, adapt=adapt)
     return used.mean(1).exp()
 
@@ -292,13 +293,13 @@ def _ais_chunks(model, x: torch.Tensor, *, num_steps, num_chains, n_leapfrog, sc
     (``_tune_steps``), then forward AIS from fresh prior draws and, with ``z_post`` (B, Z) exact
     posterior samples, reverse AIS from them with the same steps in reverse order.
     Returns (forward log weights (K, B), reverse log weights (K, B) or None, acceptance {pass: (B,)})."""
-    betas = ais_schedule(num_steps, schedule, delta)
+    betas = ais_schedule(num_steps, schedule, delta).to(x.device)
     fwd, rev, acc = [], [], {"forward": [], "reverse": []}
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
         steps = _tune_steps(model, xb, betas, n_leapfrog, generator, tune_chains=tune_chains, init_step=init_step,
                             target_accept=target_accept, adapt_rate=adapt_rate)
-        z0 = torch.randn(num_chains, len(xb), model.z_dim, generator=generator)
+        z0 = torch.randn(num_chains, len(xb), model.z_dim, generator=generator, device=x.device)
         w, a, _ = _anneal(model, xb, z0, betas, n_leapfrog, generator, steps=steps)
         fwd.append(w)
         acc["forward"].append(a)
@@ -359,7 +360,7 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
                         target_accept, adapt_rate, batch_size)
     checks.datapoints("x", x, model)
     checks.finite("x", x)
-    g = torch.Generator().manual_seed(seed)
+    g = generator_for(seed, x)
     log_w, _, _ = _ais_chunks(model, x, num_steps=num_steps, num_chains=num_chains, n_leapfrog=n_leapfrog,
                               schedule=schedule, delta=delta, tune_chains=tune_chains, init_step=init_step,
                               target_accept=target_accept, adapt_rate=adapt_rate, batch_size=batch_size, generator=g)
@@ -373,7 +374,7 @@ def _simulate(model, n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
     if not callable(getattr(model, "decoder_distribution", None)):
         raise TypeError(f"model={type(model).__name__} is not allowed without data: bdmc simulates x ~ p(x|z) with "
                         f"model.decoder_distribution; pass data=(x, z) drawn from the model's joint instead")
-    z = torch.randn(n, model.z_dim, generator=generator)
+    z = torch.randn(n, model.z_dim, generator=generator, device=generator.device)
     return sample_x(model.decoder_distribution(z), generator), z
 
 
@@ -405,9 +406,9 @@ def bdmc(model, n: int = 100, *, data: tuple[torch.Tensor, torch.Tensor] | None 
     _check_model(model)
     check_ais_settings(num_steps, num_chains, n_leapfrog, seed, schedule, delta, tune_chains, init_step,
                         target_accept, adapt_rate, batch_size)
-    g = torch.Generator().manual_seed(seed)
     if data is None:
         checks.at_least("n", n)
+        g = seeded_generator(seed, model_device(model))
         x, z = _simulate(model, n, g)
     else:
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
@@ -420,13 +421,14 @@ def bdmc(model, n: int = 100, *, data: tuple[torch.Tensor, torch.Tensor] | None 
             raise ValueError(f"data[1] (z) of shape {shape} is not allowed: expected ({len(x)}, {model.z_dim}), "
                              f"one latent per row of x")
         checks.finite("data[1] (z)", z)
+        g = seeded_generator(seed, x.device)
     log_w, log_w_rev, acc = _ais_chunks(model, x, num_steps=num_steps, num_chains=num_chains, n_leapfrog=n_leapfrog,
                                         schedule=schedule, delta=delta, tune_chains=tune_chains, init_step=init_step,
                                         target_accept=target_accept, adapt_rate=adapt_rate, batch_size=batch_size,
                                         generator=g, z_post=z)
     lower = torch.logsumexp(log_w, 0) - math.log(num_chains)
     upper = -(torch.logsumexp(log_w_rev, 0) - math.log(num_chains))
-    gap = (upper - lower).numpy()
+    gap = (upper - lower).cpu().numpy()
     return {"lower": lower, "upper": upper, "gap": float(gap.mean()),
             "gap_sem": float(gap.std(ddof=1) / math.sqrt(len(gap))) if len(gap) > 1 else None,
             "acceptance_forward": float(acc["forward"].mean()), "acceptance_reverse": float(acc["reverse"].mean()),

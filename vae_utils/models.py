@@ -114,7 +114,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
         """n draws x ~ p(x|z), z ~ p(z); decoder means when ``mean`` (as in Figure 5)."""
-        z = torch.randn(n, self.z_dim, generator=generator)
+        z = torch.randn(n, self.z_dim, generator=generator, device=self.dec_hidden.weight.device)
         return self.decode(z) if mean else sample_x(self.decoder_distribution(z), generator)
 
 
@@ -122,7 +122,7 @@ def sample_x(dist, generator: torch.Generator | None = None) -> torch.Tensor:
     """A draw from p(x|z) with an explicit generator (torch distributions take none)."""
     if isinstance(dist, Bernoulli):
         return torch.bernoulli(dist.probs, generator=generator)
-    return dist.loc + dist.scale * torch.randn(dist.loc.shape, generator=generator)
+    return dist.loc + dist.scale * torch.randn(dist.loc.shape, generator=generator, device=dist.loc.device)
 
 
 def build_model(cfg_or_dict, x_dim: int) -> VAE:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .budgets import BUDGETS, NOTEBOOKS_DIR, Places
+from .device import check_device
 from .records import REPO_ROOT, atomic_write_bytes
 
 # an absolute path up to one of the project's folders: the machine's part of it is dropped
@@ -78,16 +79,17 @@ def tidy_executed(path, root=REPO_ROOT) -> None:
 
 
 def run_notebooks(budget: str = "quick", only: list[str] | None = None, output_dir: str | None = None,
-                  allow_training: bool = True, workers: int = 0, log=print) -> list[dict]:
+                  allow_training: bool = True, workers: int = 0, device: str = "auto", log=print) -> list[dict]:
     """Execute the chosen notebooks in order; returns, per notebook, its executed copy, figures
     and wall time. Raises ``NotebookFailed`` naming the first notebook and cell that failed."""
     import papermill as pm
 
     if budget not in BUDGETS:
         raise ValueError(f"budget={budget!r} is not a budget; choose one of {', '.join(BUDGETS)}")
+    check_device(device)
     chosen = select(only)
     places = Places.for_budget(budget, output_dir).make()
-    values = {"budget": budget, "allow_training": allow_training, "workers": workers}
+    values = {"budget": budget, "allow_training": allow_training, "workers": workers, "device": device}
     if output_dir:
         values["output_dir"] = str(places.results.parent)
     report = []

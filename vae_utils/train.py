@@ -29,6 +29,8 @@ from tqdm.std import tqdm
 from . import data as data_mod
 from .algorithms import get_algorithm
 from .config import ALGORITHMS, TrainConfig, identity_differences  # users import TrainConfig from here too
+from .device import device_provenance, seeded_generator, to_cpu
+from .device import resolve as resolve_device
 from .models import VAE, build_model
 from .records import (CHECKPOINT_DIR, TRAINING_RECORD_KEYS, Interrupted, RecordExistsError, ResultsFileError,
                       RunFailed, atomic_write_bytes, check_output_dir, check_training_record, checkpoint_path, existing_record, keeps_points,
@@ -79,7 +81,7 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is a JSON record, not a checkpoint: pass the run's name or its "
                               f"checkpoints/<run>.pt file (the file was not used or changed)")
     try:
-        ckpt = torch.load(path, weights_only=True)
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # torch reports truncation as e.g. "failed finding central directory"
         first = (str(e).splitlines() or [""])[0][:120]
         why = "an empty file" if path.stat().st_size == 0 else first or "unreadable"
@@ -159,16 +161,22 @@ def eval_schedule(cfg: TrainConfig) -> list[int]:
 
 
 class Run:
-    """Data, model, algorithm and RNG of one training run, created fresh or from a checkpoint."""
+    """Data, model, algorithm and RNG of one training run, created fresh or from a checkpoint.
+
+    Everything lives on the run's device (``cfg.device``): the model, the training data (moved
+    there once), the generator. The initial weights are drawn on the CPU, so a run starts from the
+    same weights on any device; its minibatches and noise come from the device's own generator."""
 
     def __init__(self, cfg: TrainConfig, lr: float, X_train: torch.Tensor):
         torch.manual_seed(cfg.seed)  # the model's initial weights
-        self.cfg, self.lr = cfg, lr
-        self.model = build_model(cfg, X_train.shape[1])
-        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.cfg, self.lr, self.device = cfg, lr, resolve_device(cfg.device)
+        self.model = build_model(cfg, X_train.shape[1]).to(self.device)
+        self.rng = seeded_generator(cfg.seed, self.device)
+        X_train = X_train.to(self.device)
         compile = cfg.compile is True or (cfg.compile == "auto" and cfg.samples // cfg.batch_size >= COMPILE_FROM_STEPS)
         self.algorithm = get_algorithm(cfg.algorithm)(self.model, X_train, cfg, lr, self.rng, compile=compile)
         self.samples_seen, self.steps, self.train_time = 0, 0, 0.0
+        self.devices = [{"device": self.device.type, "from_samples": 0}]
 
     def step(self) -> float:
         n, objective = self.algorithm.step()
@@ -177,15 +185,22 @@ class Run:
         return objective
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "algorithm": self.algorithm.state_dict(),
-                "rng": self.rng.get_state(), "samples_seen": self.samples_seen, "steps": self.steps,
-                "train_time": self.train_time}
+        """The run's state with every tensor on the CPU: a checkpoint loads on either device."""
+        return to_cpu({"model": self.model.state_dict(), "algorithm": self.algorithm.state_dict(),
+                       "rng": self.rng.get_state(), "device": self.device.type, "devices": self.devices,
+                       "samples_seen": self.samples_seen, "steps": self.steps, "train_time": self.train_time})
 
     def load_state_dict(self, d: dict) -> None:
         self.model.load_state_dict(d["model"])
         self.algorithm.load_state_dict(d["algorithm"])
-        self.rng.set_state(d["rng"])
         self.samples_seen, self.steps, self.train_time = d["samples_seen"], d["steps"], d["train_time"]
+        saved_on = d.get("device", "cpu")  # checkpoints before the device knob were all made on a CPU
+        self.devices = list(d.get("devices", [{"device": saved_on, "from_samples": 0}]))
+        if saved_on == self.device.type:
+            self.rng.set_state(d["rng"])
+        else:  # another device's generator state means nothing here: a new stream, seeded from the run and the point
+            self.rng.manual_seed((self.cfg.seed * 1_000_003 + self.samples_seen) % 2**63)
+            self.devices.append({"device": self.device.type, "from_samples": self.samples_seen})
 
     def parameters_finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.model.parameters())
@@ -291,6 +306,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     lock (``RunLock``): a second process starting the same run is refused. Ctrl-C stops at the
     end of the current step, writes a checkpoint and raises ``Interrupted``.
     """
+    resolve_device(cfg.device)  # device='cuda' without a GPU: refused in one line before any work
     ckpt_path, out_path = checkpoint_path(cfg), results_path(cfg)
     recorded = recorded_results(cfg)
     if recorded is not None and recorded["finished"] is True and recorded["samples_seen"] >= cfg.samples:
@@ -310,19 +326,34 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     flush = torch.set_flush_denormal(True)  # denormal floats (< 1e-38) slow the update tenfold; their value is nil
     try:
         with RunLock(ckpt_path):
-            return _train(cfg, ckpt_path, recorded, progress=progress, log=log, stop_after_steps=stop_after_steps,
-                          on_progress=on_progress)
+            stop = {"stop": False}
+            return drive(session(cfg, ckpt_path, recorded, stop, progress=progress, log=log,
+                                 stop_after_steps=stop_after_steps, on_progress=on_progress), stop)
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
+def drive(run_session, stop: dict) -> dict:
+    """Step one run's ``session`` to its end; returns its results. The session prepares the run
+    (checkpoint, step-size trials: Ctrl-C there interrupts at once, nothing is lost), then asks for
+    one step at a time; while it steps, Ctrl-C only sets ``stop`` (``_stop_between_steps``)."""
+    try:
+        run = next(run_session)
+        with _stop_between_steps(stop):
+            while True:
+                t0 = time.perf_counter()
+                objective = run.step()
+                run = run_session.send((objective, time.perf_counter() - t0))
+    except StopIteration as done:
+        return done.value
+
+
 @contextlib.contextmanager
-def _stop_between_steps():
-    """While the loop runs, Ctrl-C (SIGINT) only raises a flag that the loop reads after each
-    step, so that a step is never cut in half and the checkpoint at the interrupt resumes bit
-    for bit; a second Ctrl-C interrupts at once. Outside the main thread, a no-op."""
-    flag = {"stop": False}
+def _stop_between_steps(flag: dict):
+    """While the loop runs, Ctrl-C (SIGINT) only raises ``flag["stop"]``, which the loop reads
+    after each step, so that a step is never cut in half and the checkpoint at the interrupt
+    resumes bit for bit; a second Ctrl-C interrupts at once. Outside the main thread, a no-op."""
     previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     if previous is None or previous is signal.SIG_IGN:
         yield flag
@@ -340,10 +371,16 @@ def _stop_between_steps():
         signal.signal(signal.SIGINT, previous)
 
 
-def _train(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, *, progress, log, stop_after_steps,
-           on_progress) -> dict:
+def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt: dict, *, progress=False, log=print,
+            stop_after_steps=None, on_progress=None):
+    """One run's training as a generator: it loads or starts the run, then yields the ``Run``
+    whenever it needs a step and is sent back ``(objective, seconds)`` once the step is done (by
+    ``drive``, or by a batched driver that steps several runs at once); between steps it keeps
+    the curve, the checkpoints and the results record. Returns the results dict. The caller
+    holds the run's lock and checked its records (``train``)."""
     torch.set_num_threads(cfg.threads)
-    session = provenance()  # taken now: the code this process runs is the code at its start
+    device = resolve_device(cfg.device)
+    session = {**provenance(), **device_provenance(device)}  # taken now: the code this process runs is the code at its start
     out_path = results_path(cfg)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None:
@@ -358,7 +395,8 @@ def _train(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, *, progress
                 f"{recorded['samples_seen']:,}); resuming from it would lose recorded points: restore the run's "
                 f"latest checkpoint, or train elsewhere with another --results-dir (both files are kept)")
     X_train, X_test = load_data(cfg)
-    sets = eval_sets(cfg, X_train, X_test)
+    sets = {split: X.to(device) for split, X in eval_sets(cfg, X_train, X_test).items()}
+    X_train = X_train.to(device)  # once: every trial and the run use this copy
     schedule = eval_schedule(cfg)
 
     if ckpt is not None:
@@ -370,7 +408,10 @@ def _train(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, *, progress
             raise CheckpointError(f"checkpoint {ckpt_path} does not fit run {cfg.name} ({type(e).__name__}: "
                                   f"{(str(e).splitlines() or [''])[0][:160]}); it was not used and is kept: move it "
                                   f"away to restart the run") from None
-        log(f"resuming {cfg.name} from {ckpt_path} at {run.samples_seen:,} samples")
+        log(f"resuming {cfg.name} from {ckpt_path} at {run.samples_seen:,} samples"
+            + (f" on {device.type} (the checkpoint was made on {run.devices[-2]['device']}: from here the run draws "
+               f"its minibatches and noise from this device's generator)" if run.devices[-1]["from_samples"] == run.samples_seen
+               and len(run.devices) > 1 else ""))
     else:
         if cfg.lr == "auto":
             lr, lr_trials = choose_lr(cfg, X_train, sets, log)
@@ -391,7 +432,7 @@ def _train(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, *, progress
         return {"name": cfg.name, "algorithm": cfg.algorithm, "metric": run.algorithm.metric,
                 "config": dataclasses.asdict(cfg), "lr": lr, "lr_trials": lr_trials, "seed": cfg.seed,
                 "samples_seen": run.samples_seen, "finished": finished, "curve": curve,
-                "train_time_s": run.train_time, "samples_per_s": rate, "provenance": session}
+                "train_time_s": run.train_time, "samples_per_s": rate, "devices": run.devices, "provenance": session}
 
     def write_results(record: dict) -> None:
         write_record(out_path, record, f"the results of run {cfg.name!r}", _keeps_results(cfg, curve),
@@ -401,43 +442,41 @@ def _train(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, *, progress
     bar = tqdm(total=cfg.samples, initial=run.samples_seen, unit="sample", unit_scale=True, disable=not progress,
                desc=cfg.name, mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
     last_ckpt, steps_this_session, running = time.time(), 0, None
-    with _stop_between_steps() as interrupt:
-        while run.samples_seen < cfg.samples:
-            t0 = time.perf_counter()
-            objective = run.step()
-            run.train_time += time.perf_counter() - t0
-            steps_this_session += 1
-            if not math.isfinite(objective):
-                bar.close()
-                raise TrainingDiverged(
-                    f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
-                    f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
-                    f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
-            running = objective if running is None else 0.99 * running + 0.01 * objective
-            bar.update(run.samples_seen - bar.n)
-            if on_progress is not None:
-                on_progress(run.samples_seen)
-            if pending and run.samples_seen >= pending[0]:
-                pending.pop(0)
-                point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
-                         "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2)}
-                curve.append(point)
-                bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
-                checkpoint()
-                write_results(results(finished=False))
-                last_ckpt = time.time()
-            elif time.time() - last_ckpt > cfg.checkpoint_every_s:
-                checkpoint()
-                last_ckpt = time.time()
-            if stop_after_steps is not None and steps_this_session >= stop_after_steps:
-                checkpoint()
-                bar.close()
-                return results(finished=False)
-            if interrupt["stop"]:
-                bar.close()
-                checkpoint()
-                raise Interrupted(f"{cfg.name}: interrupted at {run.samples_seen:,} samples; checkpoint {ckpt_path} "
-                                  f"written: rerun the same command to resume")
+    while run.samples_seen < cfg.samples:
+        objective, seconds = yield run
+        run.train_time += seconds
+        steps_this_session += 1
+        if not math.isfinite(objective):
+            bar.close()
+            raise TrainingDiverged(
+                f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
+                f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
+                f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
+        running = objective if running is None else 0.99 * running + 0.01 * objective
+        bar.update(run.samples_seen - bar.n)
+        if on_progress is not None:
+            on_progress(run.samples_seen)
+        if pending and run.samples_seen >= pending[0]:
+            pending.pop(0)
+            point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
+                     "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2)}
+            curve.append(point)
+            bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
+            checkpoint()
+            write_results(results(finished=False))
+            last_ckpt = time.time()
+        elif time.time() - last_ckpt > cfg.checkpoint_every_s:
+            checkpoint()
+            last_ckpt = time.time()
+        if stop_after_steps is not None and steps_this_session >= stop_after_steps:
+            checkpoint()
+            bar.close()
+            return results(finished=False)
+        if interrupt["stop"]:
+            bar.close()
+            checkpoint()
+            raise Interrupted(f"{cfg.name}: interrupted at {run.samples_seen:,} samples; checkpoint {ckpt_path} "
+                              f"written: rerun the same command to resume")
     bar.close()
     checkpoint()
     out = results(finished=True)

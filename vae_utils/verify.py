@@ -17,8 +17,11 @@ import math
 import tempfile
 from pathlib import Path
 
+import torch
+
 from . import checks
 from .config import ALGORITHMS, TrainConfig
+from .device import kind_of
 from .records import (Interrupted, check_output_file, differences, existing_record, provenance,
                       read_training_record, write_record)
 from .train import run_config_of, train
@@ -57,8 +60,15 @@ def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int
     config is not a valid run is refused naming its file."""
     # a record from before the by-hand AEVB step (no gradient field): the arithmetic that made it, autograd
     gradient = recorded["config"].get("gradient", "autograd") if recorded["algorithm"] == "aevb" else "auto"
+    # on the kind of device that made it: another device draws other random numbers
+    device = kind_of(recorded)
+    if device == "cuda" and not torch.cuda.is_available():
+        gpu = recorded["provenance"].get("gpu") or "a CUDA GPU"
+        raise ValueError(f"{path} was made on {gpu}; verify re-runs a record on the kind of device that made it, and "
+                         f"torch {torch.__version__} finds no CUDA GPU here: run verify on a GPU machine")
     return run_config_of(recorded, path, gradient=gradient, lr=recorded["lr"], samples=samples, name="verify",
-                         threads=threads, results_dir=str(directory), checkpoint_dir=str(directory), data_dir=data_dir)
+                         threads=threads, results_dir=str(directory), checkpoint_dir=str(directory), data_dir=data_dir,
+                         device=device)
 
 
 def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1, path="the record") -> dict:
