@@ -160,6 +160,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--mcem-step-rule", choices=("capped", "uncapped2013"), default="capped",
                    help="MCEM's HMC step tuning: x or / 1.25 (anglepy 2014) or 1.02^N (anglepy 2013)")
     t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds trained together in one batched "
+                   "step (AEVB, estimator B); each run writes its own record (names end in _seed<S>)")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                    help="torch.compile the optimiser update (auto: runs of 20,000 steps or more)")
@@ -314,6 +316,14 @@ def _run(args) -> int:
                           gradient=args.gradient, device=args.device,
                           name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+        if args.seeds:
+            import dataclasses
+
+            from .batched import train_batched
+
+            cfgs = [dataclasses.replace(cfg, seed=s, name=f"{args.name}_seed{s}" if args.name else None) for s in args.seeds]
+            train_batched(cfgs, progress=not args.no_progress)
+            return 0
         train(cfg, progress=not args.no_progress)
         return 0
     if args.command == "likelihood":

@@ -68,6 +68,17 @@ def _adagrad_update(params, grads, sums, decays, lr: float, eps: float) -> None:
         w.addcdiv_(g, s.sqrt().add_(eps), value=-lr)
 
 
+def _adagrad_update_plain(params, grads, sums, decays, lr, eps: float) -> None:
+    """The same update in plain tensor operations, for runs batched with ``torch.func.vmap`` (which
+    has batching rules for these, not for addcmul_/addcdiv_); ``lr`` and a decay may be one value
+    per run. Equal to ``_adagrad_update`` up to rounding."""
+    for w, g, s, decay in zip(params, grads, sums, decays):
+        if isinstance(decay, torch.Tensor) or decay:
+            g = g + decay * w
+        s.add_(g * g)
+        w.sub_(lr * g / (s.sqrt() + eps))
+
+
 def compiler_available() -> bool:
     """Whether torch.compile's CPU backend can build its C++ kernels here."""
     from torch._inductor import config as inductor_config
@@ -102,6 +113,42 @@ class _CompiledOrEager:
                           f"optimiser update runs in eager mode", RuntimeWarning, stacklevel=2)
             self.compiled = None
             return self.fn(*args)
+
+
+class CapturedStep:
+    """A step on a CUDA GPU as one captured CUDA graph: every kernel of ``body`` (the minibatch
+    gather, binarisation, noise, forward, gradient and Adagrad update) launched at once, where
+    eagerly each is its own launch and launches, not arithmetic, are what a 784-500-20 step costs.
+
+    The graph's static buffers are the run's own tensors (weights, accumulators, training data),
+    updated in place, and the run's generator, registered with the graph so that every replay
+    draws the next minibatch and noise as an eager step would. The first call runs ``body``
+    eagerly on a side stream (a real step: cuBLAS and the allocator settle) and then captures it;
+    every later call replays it. ``body`` returns a tensor, the graph's output, overwritten by
+    each replay."""
+
+    def __init__(self, body, generator: torch.Generator):
+        self.body, self.generator, self.graph, self.out = body, generator, None, None
+
+    def __call__(self) -> torch.Tensor:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self.body()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.generator)
+        with torch.cuda.graph(graph):
+            self.out = self.body()
+        self.graph = graph
+        return out
+
+
+# The AEVB step on a CUDA device runs as one captured graph (False: eagerly, kernel by kernel)
+CAPTURE_CUDA_GRAPHS = True
 
 
 class Adagrad:
@@ -171,7 +218,8 @@ def _tanh(a: torch.Tensor) -> torch.Tensor:
     return e / (e + 2.0)
 
 
-def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gaussian: bool) -> torch.Tensor:
+def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gaussian: bool,
+                  update=_adagrad_update) -> torch.Tensor:
     """One Adagrad ascent step on sum_i L^B(theta, phi; x_i, eps_i) (eq. 10), its gradient written
     out by hand; returns L^B per datapoint (before the update). ``eps`` is (L, B, Z).
 
@@ -223,7 +271,7 @@ def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gauss
              dg3.t() @ z, dg3.sum(0), da.t() @ g, da.sum(0)]
     if gaussian:
         grads += [dv.t() @ g, dv.sum(0)]
-    _adagrad_update(params, grads, sums, decays, lr, ada_eps)
+    update(params, grads, sums, decays, lr, ada_eps)
     return bound
 
 
@@ -251,9 +299,13 @@ class AEVB:
             # without inductor's pattern matcher: it folds the weight decay c w into the gradient's
             # product as addmm(w, ..., beta=c), which first copies w (1.6 MB) into the output (+10 %);
             # with its C++ wrapper, which calls the kernels without Python in between (+3 %)
-            options = {"pattern_matcher": False, "cpp_wrapper": True}
+            on_gpu = X.device.type == "cuda"
+            options = None if on_gpu else {"pattern_matcher": False, "cpp_wrapper": True}
             self.ascent = _CompiledOrEager(sgvb_b_ascent, options) if compile else sgvb_b_ascent
             self.gaussian = model.likelihood == "gaussian"
+            # on a GPU, the step after the warm-up is one captured graph (its step size is then fixed)
+            self.captured = (CapturedStep(lambda: self._by_hand_step(self.opt.lr), rng)
+                             if on_gpu and CAPTURE_CUDA_GRAPHS else None)
 
     def _setup(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator, compile: bool) -> None:
         """What every algorithm holds: model, config, RNG, N and its minibatches."""
@@ -265,19 +317,26 @@ class AEVB:
         return Adagrad(params, lr, warmup, self.cfg.adagrad_eps, decay, self.compile)
 
     def step(self) -> tuple[int, float]:
-        x = next(self.batches)
         if not self.by_hand:
+            x = next(self.batches)
             bound = self.estimator(self.model, x, self.cfg.n_samples, self.rng)
             self.opt.ascend(bound.sum())
             return len(x), bound.mean().item()
+        lr = self.opt.next_lr()
+        bound = self.captured() if lr != 0.0 and self.captured is not None else self._by_hand_step(lr)
+        return self.cfg.batch_size, bound.mean().item()
+
+    def _by_hand_step(self, lr: float) -> torch.Tensor:
+        """One ascent step with the gradient by hand (``sgvb_b_ascent``) on the next minibatch; the
+        bound per datapoint."""
+        x = next(self.batches)
         # the same draw, from the same generator, as estimators.reparameterize
-        eps = torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype, device=x.device)
+        eps = torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype,
+                          device=x.device)
         opt = self.opt
-        lr = opt.next_lr()
         with torch.no_grad():
-            bound = (sgvb_b_ascent if lr == 0.0 else self.ascent)(x, eps, opt.params, opt.sums, opt.decays, lr,
-                                                                  opt.eps, self.gaussian)
-        return len(x), bound.mean().item()
+            return (sgvb_b_ascent if lr == 0.0 else self.ascent)(x, eps, opt.params, opt.sums, opt.decays, lr,
+                                                                 opt.eps, self.gaussian)
 
     def evaluate(self, X: torch.Tensor | None, split: str) -> float | None:
         return None if X is None else lower_bound(self.model, X, "B", seed=1000)

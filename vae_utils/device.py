@@ -50,16 +50,19 @@ def generator_for(seed: int, like: torch.Tensor) -> torch.Generator:
 
 
 def model_device(model) -> torch.device:
-    """The device of a model's parameters (the CPU for a model without any)."""
-    params = getattr(model, "parameters", None)
-    first = next(iter(params()), None) if callable(params) else None
-    return first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+    """The device of a model's parameters or buffers (the CPU for a model without any)."""
+    for kind in ("parameters", "buffers"):
+        tensors = getattr(model, kind, None)
+        first = next(iter(tensors()), None) if callable(tensors) else None
+        if isinstance(first, torch.Tensor):
+            return first.device
+    return torch.device("cpu")
 
 
 def to_cpu(obj):
     """A copy of a (nested) state dict with every tensor on the CPU: a checkpoint loadable anywhere."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return obj.detach().to("cpu", copy=True)  # a copy: a view would save its whole base (a batch of runs)
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

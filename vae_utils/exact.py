@@ -23,11 +23,15 @@ class LinearGaussian(torch.nn.Module):
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor, sigma: float):
         super().__init__()
-        self.W, self.b, self.sigma = W.double(), b.double(), float(sigma)
+        self.sigma = float(sigma)
         self.x_dim, self.z_dim = W.shape
         self.has_encoder = True
-        S = torch.linalg.inv(torch.eye(self.z_dim, dtype=torch.float64) + self.W.T @ self.W / self.sigma ** 2)
-        self.post_cov = S
+        W = W.double()
+        # buffers, so that .to(device) moves the model
+        self.register_buffer("W", W)
+        self.register_buffer("b", b.double())
+        self.register_buffer("post_cov", torch.linalg.inv(torch.eye(self.z_dim, dtype=torch.float64)
+                                                          + W.T @ W / self.sigma ** 2))
 
     @classmethod
     def random(cls, x_dim: int = 10, z_dim: int = 3, sigma: float = 0.5, seed: int = 0, orthogonal: bool = True):
@@ -39,9 +43,10 @@ class LinearGaussian(torch.nn.Module):
         return cls(W, torch.randn(x_dim, generator=g, dtype=torch.float64), sigma)
 
     def sample_x(self, n: int, seed: int = 1) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)  # on the CPU, wherever the model is: the same data on any device
         z = torch.randn(n, self.z_dim, generator=g, dtype=torch.float64)
-        return z @ self.W.T + self.b + self.sigma * torch.randn(n, self.x_dim, generator=g, dtype=torch.float64)
+        W, b = self.W.cpu(), self.b.cpu()
+        return z @ W.T + b + self.sigma * torch.randn(n, self.x_dim, generator=g, dtype=torch.float64)
 
     def log_prior(self, z):
         return Normal(0.0, 1.0, validate_args=False).log_prob(z).sum(-1)
@@ -53,7 +58,7 @@ class LinearGaussian(torch.nn.Module):
         return self.log_prior(z) + self.log_likelihood(x, z)
 
     def log_marginal(self, x):
-        cov = self.W @ self.W.T + self.sigma ** 2 * torch.eye(self.x_dim, dtype=torch.float64)
+        cov = self.W @ self.W.T + self.sigma ** 2 * torch.eye(self.x_dim, dtype=torch.float64, device=self.W.device)
         return MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
 
     def posterior(self, x):

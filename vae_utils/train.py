@@ -306,23 +306,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     lock (``RunLock``): a second process starting the same run is refused. Ctrl-C stops at the
     end of the current step, writes a checkpoint and raises ``Interrupted``.
     """
-    resolve_device(cfg.device)  # device='cuda' without a GPU: refused in one line before any work
-    ckpt_path, out_path = checkpoint_path(cfg), results_path(cfg)
-    recorded = recorded_results(cfg)
-    if recorded is not None and recorded["finished"] is True and recorded["samples_seen"] >= cfg.samples:
-        log(f"{cfg.name}: reusing the finished record {out_path} ({recorded['samples_seen']:,} samples, at or beyond "
-            f"the {cfg.samples:,} asked); nothing was trained. To train it again, pass another --results-dir")
+    ckpt_path, recorded, finished = prepare(cfg, log)
+    if finished is not None:
         if on_progress is not None:
             on_progress(cfg.samples)
-        return recorded
-    if recorded is not None and not ckpt_path.is_file():
-        state = "finished" if recorded["finished"] else "unfinished"
-        raise RecordExistsError(
-            f"{out_path} records run {cfg.name} ({state}, {recorded['samples_seen']:,} samples); continuing it to "
-            f"{cfg.samples:,} needs its checkpoint {ckpt_path}, which is missing: restore the checkpoint, or train "
-            f"the run afresh elsewhere with another --results-dir (the record is kept)")
-    check_output_dir(out_path.parent, "results folder")
-    check_output_dir(ckpt_path.parent, "checkpoint folder")
+        return finished
     flush = torch.set_flush_denormal(True)  # denormal floats (< 1e-38) slow the update tenfold; their value is nil
     try:
         with RunLock(ckpt_path):
@@ -332,6 +320,28 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     finally:
         if flush:
             torch.set_flush_denormal(False)
+
+
+def prepare(cfg: TrainConfig, log=print) -> tuple[Path, dict | None, dict | None]:
+    """The checks before any work on a run: its device exists, its records allow it (see
+    ``train``), its folders are writable. Returns (checkpoint path, its results record or None,
+    that record when it is finished at or beyond ``cfg.samples``, to be reused as it is)."""
+    resolve_device(cfg.device)  # device='cuda' without a GPU: refused in one line before any work
+    ckpt_path, out_path = checkpoint_path(cfg), results_path(cfg)
+    recorded = recorded_results(cfg)
+    if recorded is not None and recorded["finished"] is True and recorded["samples_seen"] >= cfg.samples:
+        log(f"{cfg.name}: reusing the finished record {out_path} ({recorded['samples_seen']:,} samples, at or beyond "
+            f"the {cfg.samples:,} asked); nothing was trained. To train it again, pass another --results-dir")
+        return ckpt_path, recorded, recorded
+    if recorded is not None and not ckpt_path.is_file():
+        state = "finished" if recorded["finished"] else "unfinished"
+        raise RecordExistsError(
+            f"{out_path} records run {cfg.name} ({state}, {recorded['samples_seen']:,} samples); continuing it to "
+            f"{cfg.samples:,} needs its checkpoint {ckpt_path}, which is missing: restore the checkpoint, or train "
+            f"the run afresh elsewhere with another --results-dir (the record is kept)")
+    check_output_dir(out_path.parent, "results folder")
+    check_output_dir(ckpt_path.parent, "checkpoint folder")
+    return ckpt_path, recorded, None
 
 
 def drive(run_session, stop: dict) -> dict:

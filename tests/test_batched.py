@@ -1,0 +1,81 @@
+"""Runs batched in one step (vae_utils.batched) are the single runs, up to rounding."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import small_config
+from vae_utils.batched import BatchedStep, check_batchable, train_batched
+from vae_utils.config import TrainConfig
+from vae_utils.data import load_dataset
+from vae_utils.train import Run, train
+
+STEPS = 300
+
+
+@pytest.fixture
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def _runs(data_dir, dataset="mnist"):
+    """Two runs that differ in seed, N (so in the weight decay M/N) and step size."""
+    cfgs = [TrainConfig(dataset=dataset, n_z=5, n_hidden=60, n_train=n, lr=lr, seed=seed, adagrad_warmup=20,
+                        data_dir=str(data_dir), samples=10**6, name=f"r{seed}", compile=False)
+            for seed, n, lr in ((0, 1000, 0.02), (1, 1500, 0.01))]
+    return [Run(c, c.lr, load_dataset(dataset, "train", data_dir=data_dir, n_train=c.n_train).double()) for c in cfgs]
+
+
+# Frey Face's first steps are chaotic (a rounding difference grows tenfold every few steps once
+# the bound climbs, as two thread counts of one step do): it is compared over its first 50 steps,
+# 30 of them updates, where the bound rises from -526 to above 500
+@pytest.mark.parametrize("dataset, steps", [("mnist", STEPS), ("frey_face", 50)])
+def test_two_runs_batched_equal_two_single_runs_in_float64(data_dir, float64, dataset, steps):
+    singles, batched = _runs(data_dir, dataset), _runs(data_dir, dataset)
+    alone = [[run.step() for _ in range(steps)] for run in singles]
+    step = BatchedStep(batched)
+    together = [step.step() for _ in range(steps)]
+    for r, (single, run) in enumerate(zip(singles, batched)):
+        bounds = [t[r][1] for t in together]
+        assert abs(alone[r][-1] - alone[r][0]) > 5  # the runs moved: not two frozen models compared
+        assert max(abs(a - b) for a, b in zip(alone[r], bounds)) < 1e-8
+        for p, q in zip(single.model.parameters(), run.model.parameters()):  # the run's own model sees the batch
+            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-10)
+        assert run.algorithm.opt.t == single.algorithm.opt.t == steps
+    # the two runs drew their own minibatches and noise from their own generators, as alone
+    assert [r.rng.get_state().tolist() for r in singles] == [r.rng.get_state().tolist() for r in batched]
+
+
+def test_batched_runs_write_ordinary_records_that_train_then_reuses(tmp_path, data_dir):
+    cfgs = [small_config(tmp_path, name=f"b{s}", seed=s, samples=20_000, data_dir=str(data_dir)) for s in (0, 1)]
+    records = train_batched(cfgs, progress=False, log=lambda *a: None)
+    alone = train(small_config(tmp_path / "alone", name="b1", seed=1, samples=20_000, data_dir=str(data_dir)),
+                  progress=False, log=lambda *a: None)
+    for cfg, rec in zip(cfgs, records):
+        on_disk = json.loads((tmp_path / "results" / f"{cfg.name}.json").read_text())
+        assert on_disk["finished"] and on_disk["samples_seen"] == 20_000 and on_disk["config"]["seed"] == cfg.seed
+        assert rec["curve"] == on_disk["curve"] and (tmp_path / "ckpt" / f"{cfg.name}.pt").is_file()
+    # float32: the batched product rounds otherwise than the single one; the curves agree closely
+    assert [p["samples"] for p in records[1]["curve"]] == [p["samples"] for p in alone["curve"]]
+    assert max(abs(a["train"] - b["train"]) for a, b in zip(records[1]["curve"], alone["curve"])) < 0.5
+    again = train(cfgs[0], progress=False, log=lambda *a: None)  # an ordinary finished record: reused
+    assert again["curve"] == records[0]["curve"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"n_z": 3}, "differ in n_z"),
+    ({"algorithm": "wake_sleep"}, "differ in algorithm"),
+    ({"samples": 30_000}, "differ in samples"),
+    ({"name": "a0"}, "distinct names"),
+])
+def test_runs_that_cannot_share_a_step_are_refused_in_one_line(tmp_path, change, match):
+    a = small_config(tmp_path, name="a0")
+    b = small_config(tmp_path, **{"name": "a1", **change})
+    with pytest.raises(ValueError, match=match) as e:
+        check_batchable([a, b])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="only for AEVB with estimator B"):
+        check_batchable([small_config(tmp_path, estimator="A", gradient="autograd")])

@@ -1,0 +1,161 @@
+"""The device knob: where a run computes is a runtime choice, recorded, never part of what it computes.
+
+Tests parametrized over ``DEVICES`` run each computation on that device and compare it with the
+same computation on the CPU: on a CPU machine (CI) the CUDA cases are skipped; ``tools/gpu_check.sh``
+runs them on a GPU machine.
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import small_config
+from vae_utils import device as D
+from vae_utils.budgets import check_parameters
+from vae_utils.config import TrainConfig
+from vae_utils.exact import LinearGaussian
+from vae_utils.train import load_checkpoint, train
+
+HAS_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (tools/gpu_check.sh on a GPU machine)")
+needs_no_cuda = pytest.mark.skipif(HAS_CUDA, reason="checks the refusal on a machine without a GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.cuda])]
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+# --- the knob, on any machine ---------------------------------------------------------------------
+
+def test_a_device_name_is_checked_where_it_is_given():
+    with pytest.raises(ValueError, match=r"device='gpu' is not allowed: expected 'auto', 'cpu' or 'cuda'"):
+        TrainConfig(device="gpu")
+    assert D.resolve("cpu") == torch.device("cpu")
+    assert D.resolve("auto").type == ("cuda" if HAS_CUDA else "cpu")
+    cfg = TrainConfig(device="cuda")  # a record made on a GPU is read anywhere: availability is checked at work
+    assert "device" not in cfg.identity() and TrainConfig(device="cpu").identity() == cfg.identity()
+
+
+@needs_no_cuda
+def test_cuda_without_a_gpu_is_refused_in_one_line_before_any_work(tmp_path, data_dir):
+    cfg = small_config(tmp_path, device="cuda", data_dir=str(data_dir))
+    with pytest.raises(ValueError, match=r"device='cuda' is not available here: torch .* finds no CUDA GPU"):
+        train(cfg, **QUIET)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
+    for argv in (["train", "--device", "cuda", "--samples", "1e4", "--results-dir", str(tmp_path / "r")],
+                 ["reproduce", "--device", "cuda", "--budget", "smoke", "--output-dir", str(tmp_path / "o")]):
+        done = subprocess.run([sys.executable, "-m", "vae_utils", *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "device='cuda' is not available here" in done.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="device='cuda' is not available here"):
+        check_parameters({"__annotations__": {"budget": str, "device": str}, "budget": "smoke", "device": "cuda"})
+
+
+def test_records_say_where_they_were_computed_and_checkpoints_load_anywhere(tmp_path, data_dir):
+    cfg = small_config(tmp_path, device="cpu", data_dir=str(data_dir))
+    record = train(cfg, **QUIET)
+    assert record["provenance"]["device"] == "cpu" and record["devices"] == [{"device": "cpu", "from_samples": 0}]
+    ckpt = load_checkpoint(tmp_path / "ckpt" / "t.pt")
+    tensors = [v for v in ckpt["run"]["model"].values()] + ckpt["run"]["algorithm"]["opt"]["sums"]
+    assert all(t.device.type == "cpu" for t in tensors) and ckpt["run"]["device"] == "cpu"
+    # the same run asked with device='auto' is the same run: its finished record is reused
+    again = train(dataclasses.replace(cfg, device="auto"), **QUIET)
+    assert again["curve"] == record["curve"]
+
+
+def test_a_run_resumed_on_another_device_goes_on_and_records_it(tmp_path, data_dir):
+    cfg = small_config(tmp_path, data_dir=str(data_dir), device="cpu", samples=20_000)
+    train(cfg, stop_after_steps=60, **QUIET)
+    path = tmp_path / "ckpt" / "t.pt"
+    ckpt = load_checkpoint(path)
+    other = "cuda" if not HAS_CUDA else "cpu"  # pretend the checkpoint was made on the other kind of device
+    here = "cpu" if not HAS_CUDA else "cuda"
+    ckpt["run"]["device"], ckpt["run"]["devices"] = other, [{"device": other, "from_samples": 0}]
+    torch.save(ckpt, path)
+    logs = []
+    record = train(dataclasses.replace(cfg, device=here), progress=False, log=logs.append)
+    assert record["finished"] and record["samples_seen"] == 20_000
+    assert record["devices"] == [{"device": other, "from_samples": 0}, {"device": here, "from_samples": 6000}]
+    assert any(f"on {here} (the checkpoint was made on {other}" in line for line in logs)
+
+
+@needs_no_cuda
+def test_verify_says_it_cannot_rerun_a_gpu_record_here(tmp_path):
+    from vae_utils.verify import verify_run
+
+    record = json.loads(_a_record().read_text())
+    record["provenance"].update(device="cuda", gpu="NVIDIA H200")
+    path = tmp_path / "gpu_run.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"was made on NVIDIA H200; verify re-runs a record on the kind of device"):
+        verify_run(path, samples=1000, log=lambda *a: None, out_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_run.json"]
+
+
+def _a_record():
+    from vae_utils.records import RESULTS_DIR
+
+    return RESULTS_DIR / "aevb_mnist_nz3_h100_grey_n1000_seed0.json"
+
+
+# --- each computation on each device against the CPU's ---------------------------------------------
+
+def _linear_gaussian(device):
+    model = LinearGaussian.random(x_dim=10, z_dim=3, sigma=0.5, seed=0)
+    x = model.sample_x(100)
+    truth = model.log_marginal(x).numpy()
+    return model.to(device), x.to(device), truth
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_likelihood_estimators_on_a_device_match_the_exact_value(device):
+    from vae_utils.marginal_likelihood import ais_log_likelihood, hmc_kde_log_likelihood, importance_log_likelihood
+
+    model, x, truth = _linear_gaussian(device)
+    g = D.seeded_generator(0, device)
+    appendix_d, _, _ = hmc_kde_log_likelihood(model, x, generator=g)
+    importance = importance_log_likelihood(model, x, n_samples=1000, generator=g)
+    ais = ais_log_likelihood(model, x, num_steps=1000, num_chains=16).cpu().numpy()
+    assert abs(appendix_d - truth).mean() < 1.0  # the CPU test's tolerances (test_marginal_likelihood, test_ais)
+    assert abs(importance - truth).mean() < 0.1
+    assert abs(ais - truth).mean() < 0.1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])
+def test_each_algorithm_trains_on_a_device_as_on_the_cpu(tmp_path, data_dir, device, algorithm):
+    """The same run on the device and on the CPU: other random numbers (each device its own
+    generator), the same distribution, so the curves agree within the seed spread of such runs."""
+    kw = dict(algorithm=algorithm, data_dir=str(data_dir), samples=30_000 if algorithm != "mcem" else 60_000,
+              n_train=2000 if algorithm != "mcem" else 500, lr=0.02)
+    ours = train(small_config(tmp_path / device, device=device, **kw), **QUIET)
+    assert ours["provenance"]["device"] == device
+    first, last = ours["curve"][0]["train"], ours["curve"][-1]["train"]
+    assert last > first + 5  # it learned
+    if device != "cpu":
+        cpu = train(small_config(tmp_path / "cpu", device="cpu", **kw), **QUIET)
+        assert abs(last - cpu["curve"][-1]["train"]) < 6.0
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_the_captured_aevb_step_is_the_eager_step_on_the_gpu(data_dir, monkeypatch):
+    from vae_utils import algorithms
+    from vae_utils.data import load_dataset
+    from vae_utils.train import Run
+
+    cfg = TrainConfig(lr=0.02, n_train=5000, compile=False, device="cuda", data_dir=str(data_dir), samples=10**6)
+    X = load_dataset("mnist", "train", data_dir=data_dir, n_train=5000)
+    graphed = Run(cfg, 0.02, X)
+    monkeypatch.setattr(algorithms, "CAPTURE_CUDA_GRAPHS", False)
+    eager = Run(cfg, 0.02, X)
+    assert graphed.algorithm.captured is not None and eager.algorithm.captured is None
+    a = [graphed.step() for _ in range(400)]
+    b = [eager.step() for _ in range(400)]
+    assert a == b  # the same kernels, the same random numbers: bit for bit
+    assert torch.equal(graphed.rng.get_state(), eager.rng.get_state())
+    for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
+        assert torch.equal(p, q)
