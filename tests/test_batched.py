@@ -21,10 +21,10 @@ def float64():
     torch.set_default_dtype(torch.float32)
 
 
-def _runs(data_dir, dataset="mnist"):
+def _runs(data_dir, dataset="mnist", device="cpu"):
     """Two runs that differ in seed, N (so in the weight decay M/N) and step size."""
     cfgs = [TrainConfig(dataset=dataset, n_z=5, n_hidden=60, n_train=n, lr=lr, seed=seed, adagrad_warmup=20,
-                        data_dir=str(data_dir), samples=10**6, name=f"r{seed}", compile=False)
+                        data_dir=str(data_dir), samples=10**6, name=f"r{seed}", compile=False, device=device)
             for seed, n, lr in ((0, 1000, 0.02), (1, 1500, 0.01))]
     return [Run(c, c.lr, load_dataset(dataset, "train", data_dir=data_dir, n_train=c.n_train).double()) for c in cfgs]
 
@@ -32,9 +32,11 @@ def _runs(data_dir, dataset="mnist"):
 # Frey Face's first steps are chaotic (a rounding difference grows tenfold every few steps once
 # the bound climbs, as two thread counts of one step do): it is compared over its first 50 steps,
 # 30 of them updates, where the bound rises from -526 to above 500
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 @pytest.mark.parametrize("dataset, steps", [("mnist", STEPS), ("frey_face", 50)])
-def test_two_runs_batched_equal_two_single_runs_in_float64(data_dir, float64, dataset, steps):
-    singles, batched = _runs(data_dir, dataset), _runs(data_dir, dataset)
+def test_two_runs_batched_equal_two_single_runs_in_float64(data_dir, float64, dataset, steps, device):
+    singles, batched = _runs(data_dir, dataset, device), _runs(data_dir, dataset, device)
     alone = [[run.step() for _ in range(steps)] for run in singles]
     step = BatchedStep(batched)
     together = [step.step() for _ in range(steps)]

@@ -223,6 +223,19 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the notebooks train and estimate: cpu, cuda, or auto (the GPU when torch finds one)")
 
+    pc = sub.add_parser("piece", help="train a piece of a budget's Figure 2 and 3 runs (to --target samples), resumably, "
+                        "where papermill is not installed (a GPU machine); the notebooks then draw with --no-train")
+    pc.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="paper")
+    pc.add_argument("--figures", type=_names, default=["2", "3"], help="comma-separated: 2, 3 (default both)")
+    pc.add_argument("--datasets", type=_names, default=None, help="Figure 2's datasets: mnist, frey_face (default both)")
+    pc.add_argument("--target", type=_count, default=None, help="training samples per run in this piece "
+                    "(default: the budget's own)")
+    pc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    pc.add_argument("--max-minutes", type=_positive, default=None, help="stop at this time with checkpoints; rerun "
+                    "the same command to continue")
+    pc.add_argument("--output-dir", type=_path, default=None, help="instead of the repository's results/<budget> etc.")
+    pc.add_argument("--seed", type=_seed, default=0)
+
     b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
                        "limit, in one run (results/benchmarks.json)")
     b.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
@@ -232,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", type=_path, default=None)
     b.add_argument("--out", type=_path, default=None, help="results JSON (default results/benchmarks.json)")
     b.add_argument("--resume", action="store_true", help="keep the workloads already measured in --out")
+    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the CPU workloads (results/benchmarks.json) "
+                   "or the GPU's (results/benchmarks_cuda.json)")
 
     fd = sub.add_parser("fidelity", help="the experiments on the gaps to the paper: run them, or tabulate")
     fd.add_argument("action", choices=("run", "table"))
@@ -344,6 +359,15 @@ def _run(args) -> int:
             return 1
         print(f"reproduce: {len(report)} notebooks at budget {args.budget} in {time.time() - t0:.0f} s")
         return 0
+    if args.command == "piece":
+        from .experiments import train_piece
+
+        done = train_piece(args.budget, args.figures, args.target, device=args.device, output_dir=args.output_dir,
+                           seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes)
+        state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
+                 if done["time_limit"] else "every run of this piece reached its target")
+        print(f"piece: {len(done['finished'])} runs at their target; {state}")
+        return 0
     if args.command == "ais-calibration":
         from .likelihood_studies import FIGURE3_NZ3_RUNS, ais_calibration
         from .records import CHECKPOINT_DIR
@@ -374,7 +398,8 @@ def _run(args) -> int:
         from .benchmark import run_benchmark, table
 
         record = run_benchmark(repeats=args.repeats, min_time=args.min_time, only=args.only, sweep_samples=args.sweep_samples,
-                               data_dir=args.data_dir, out=Path(args.out) if args.out else None, resume=args.resume)
+                               data_dir=args.data_dir, out=Path(args.out) if args.out else None, resume=args.resume,
+                               device=args.device)
         print(table(record))
         return 0
     if args.command == "fidelity":

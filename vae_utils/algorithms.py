@@ -127,8 +127,9 @@ class CapturedStep:
     every later call replays it. ``body`` returns a tensor, the graph's output, overwritten by
     each replay."""
 
-    def __init__(self, body, generator: torch.Generator):
-        self.body, self.generator, self.graph, self.out = body, generator, None, None
+    def __init__(self, body, generators):
+        self.body, self.graph, self.out = body, None, None
+        self.generators = [generators] if isinstance(generators, torch.Generator) else list(generators)
 
     def __call__(self) -> torch.Tensor:
         if self.graph is not None:
@@ -140,7 +141,8 @@ class CapturedStep:
             out = self.body()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.generator)
+        for g in self.generators:
+            graph.register_generator_state(g)
         with torch.cuda.graph(graph):
             self.out = self.body()
         self.graph = graph

@@ -25,7 +25,8 @@ import torch
 from torch.func import vmap
 from tqdm.std import tqdm
 
-from .algorithms import AEVB, _adagrad_update_plain, sgvb_b_ascent
+from . import algorithms
+from .algorithms import AEVB, CapturedStep, _adagrad_update_plain, sgvb_b_ascent
 from .config import TrainConfig
 from .records import Interrupted, RunFailed
 from .train import RunLock, TrainingDiverged, _stop_between_steps, prepare, session
@@ -89,25 +90,30 @@ class BatchedStep:
         self.step_fn = vmap(partial(sgvb_b_ascent, update=_adagrad_update_plain),
                             in_dims=(0, 0, [0] * n, [0] * n, decay_dims, lr_dim, None, None))
         self.ada_eps, self.gaussian = algs[0].opt.eps, algs[0].gaussian
+        # on a GPU, the batched step after the warm-up is one captured graph, every run's generator registered
+        self.captured = (CapturedStep(lambda: self._step(self.shared_lr), [a.rng for a in algs])
+                         if device.type == "cuda" and algorithms.CAPTURE_CUDA_GRAPHS else None)
 
     def step(self) -> list[tuple[int, float]]:
         """One step of every run: (training samples evaluated, mean bound of its minibatch) per run."""
+        warm = [a.opt.next_lr() == 0.0 for a in self.algorithms]  # the warm-up: the accumulators fill, weights stay
+        if all(warm):
+            means = self._step(0.0 if isinstance(self.shared_lr, float) else torch.zeros_like(self.shared_lr))
+        else:
+            means = self.captured() if self.captured is not None else self._step(self.shared_lr)
+        return [(a.cfg.batch_size, m) for a, m in zip(self.algorithms, means.tolist())]  # one synchronisation
+
+    def _step(self, lr) -> torch.Tensor:
         xs, noises = [], []
         for a in self.algorithms:  # each run's own draws, in the single run's order
             x = next(a.batches)
             xs.append(x)
             noises.append(torch.randn((a.cfg.n_samples, len(x), a.model.z_dim), generator=a.rng, dtype=x.dtype,
                                       device=x.device))
-        warm = [a.opt.next_lr() == 0.0 for a in self.algorithms]  # the warm-up: the accumulators fill, weights stay
-        if all(warm):
-            lr = 0.0 if isinstance(self.shared_lr, float) else torch.zeros_like(self.shared_lr)
-        else:
-            lr = self.shared_lr
         with torch.no_grad():
             bound = self.step_fn(torch.stack(xs), torch.stack(noises), self.params, self.sums, self.decays, lr,
                                  self.ada_eps, self.gaussian)
-        means = bound.mean(1).tolist()  # one synchronisation for the whole batch
-        return [(len(x), m) for x, m in zip(xs, means)]
+        return bound.mean(1)
 
 
 def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) -> list[dict]:

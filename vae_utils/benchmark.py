@@ -41,6 +41,7 @@ from . import checks
 from .algorithms import compiler_available
 from .config import TrainConfig
 from .data import load_dataset
+from .device import check_device, device_provenance
 from .estimators import lower_bound
 from .records import (RESULTS_DIR, RecordExistsError, ResultsFileError, check_output_file, differences, existing_record, provenance,
                       write_record)
@@ -59,24 +60,33 @@ class _MatmulRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in MATMULS:
-            self.calls.append((func, [(a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a
+            self.calls.append((func, [(a.shape, a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else a
                                       for a in args]))
         return func(*args, **(kwargs or {}))
 
 
 def matmul_limit(fn):
-    """A callable doing only the matrix products one call of ``fn`` does (same shapes and strides)."""
+    """A callable doing only the matrix products one call of ``fn`` does (same shapes, strides and
+    device). On a GPU the products are replayed as one captured CUDA graph: the limit of a step
+    that is itself one graph."""
     recorder = _MatmulRecorder()
     with recorder:
         fn()
-    calls = [(func, [torch.empty_strided(a[0], a[1], dtype=a[2]).normal_() if isinstance(a, tuple) else a
+    calls = [(func, [torch.empty_strided(a[0], a[1], dtype=a[2], device=a[3]).normal_() if isinstance(a, tuple) else a
                      for a in args]) for func, args in recorder.calls]
     if not calls:
         raise RuntimeError("the workload performed no matrix product")
 
-    def replay():
+    def products():
         for func, args in calls:
             func(*args)
+    on_gpu = any(isinstance(a, torch.Tensor) and a.is_cuda for _, args in calls for a in args)
+    if on_gpu:
+        from .algorithms import CapturedStep
+
+        replay = CapturedStep(products, [])
+    else:
+        replay = products
     replay.n_matmuls = len(calls)
     return replay
 
@@ -121,13 +131,14 @@ def _loader_batches(X, M):
             yield x
 
 
-def examples_aevb(X, cfg):
-    model = ExamplesVAE(X.shape[1], cfg.n_hidden, cfg.n_z, cfg.dataset != "mnist")
+def examples_aevb(X, cfg, device="cpu"):
+    """On a GPU as pytorch/examples runs there: the data loader on the CPU, each minibatch moved over."""
+    model = ExamplesVAE(X.shape[1], cfg.n_hidden, cfg.n_z, cfg.dataset != "mnist").to(device)
     opt = torch.optim.Adagrad(model.parameters(), lr=0.02)
-    batches, scale = _loader_batches(X, cfg.batch_size), cfg.batch_size / len(X)
+    batches, scale = _loader_batches(X.cpu(), cfg.batch_size), cfg.batch_size / len(X)
 
     def step():
-        x = next(batches)
+        x = next(batches).to(device)
         opt.zero_grad()
         loss = model(x) + model.weight_penalty(scale)
         loss.backward()
@@ -211,23 +222,49 @@ def examples_evaluation(X, cfg):
 FIGURE3_MODEL = dict(dataset="mnist", n_z=3, n_hidden=100)
 
 
-def _run(cfg: TrainConfig, X) -> Run:
+def _run(cfg: TrainConfig, X, capture: bool = True) -> Run:
     run = Run(cfg, 0.02, X)
+    if not capture and getattr(run.algorithm, "captured", None) is not None:
+        run.algorithm.captured = None  # kernel by kernel, as a dispatch mode can see them
     for _ in range(3 if cfg.algorithm == "mcem" else 200):  # past the Adagrad warm-up: the full update
         run.step()
     return run
 
 
-def workload_training(algorithm: str, dataset: str, compile: bool, data_dir=None):
+def workload_training(algorithm: str, dataset: str, compile: bool, data_dir=None, device: str = "cpu"):
     cfg = TrainConfig(algorithm=algorithm, dataset=dataset, n_z=20, n_hidden=500 if dataset == "mnist" else 200,
-                      lr=0.02, compile=compile, samples=10**9, adagrad_warmup=100, data_dir=data_dir)
+                      lr=0.02, compile=compile, samples=10**9, adagrad_warmup=100, data_dir=data_dir, device=device)
     X = load_dataset(dataset, "train", data_dir=data_dir, n_train=cfg.n_train)
     run = _run(cfg, X)
-    # the products are recorded from an eager twin: torch.compile does not compile under a dispatch mode
-    eager = run if not compile else _run(dataclasses.replace(cfg, compile=False), X)
-    baseline = (examples_aevb if algorithm == "aevb" else examples_wake_sleep)(X, cfg)
+    # the products are recorded from an eager twin: torch.compile does not compile under a dispatch mode, and a
+    # replayed CUDA graph is not dispatched at all
+    on_gpu = device == "cuda"
+    eager = run if not (compile or on_gpu) else _run(dataclasses.replace(cfg, compile=False), X, capture=False)
+    baseline = (examples_aevb(X, cfg, device) if algorithm == "aevb" else examples_wake_sleep(X, cfg))
     return {"ours": run.step, "baseline": baseline, "limit": matmul_limit(eager.step),
-            "ours (eager)": eager.step if compile else None, "unit": "samples", "per_call": cfg.batch_size}
+            "ours (eager)": eager.step if (compile or on_gpu) else None, "unit": "samples", "per_call": cfg.batch_size}
+
+
+def workload_batched(runs: int = 8, data_dir=None, device: str = "cuda"):
+    """``runs`` AEVB runs (MNIST Nz = 20, seeds 0..runs-1) in one batched step (``batched.BatchedStep``)."""
+    from .batched import BatchedStep
+
+    X = load_dataset("mnist", "train", data_dir=data_dir, n_train=50_000)
+
+    def batch(capture):
+        cfgs = [TrainConfig(n_z=20, n_hidden=500, lr=0.02, compile=False, samples=10**9, seed=s, device=device,
+                            data_dir=data_dir, name=f"b{s}") for s in range(runs)]
+        step = BatchedStep([Run(c, 0.02, X) for c in cfgs])
+        if not capture:
+            step.captured = None
+        for _ in range(200):
+            step.step()
+        return step
+    ours, eager = batch(True), batch(False)
+    cfg = TrainConfig(n_z=20, n_hidden=500, lr=0.02, device=device, data_dir=data_dir)
+    return {"ours": ours.step, "baseline": examples_aevb(X, cfg, device), "limit": matmul_limit(eager.step),
+            "ours (eager)": eager.step, "unit": "samples", "per_call": runs * cfg.batch_size,
+            "baseline_per_call": cfg.batch_size}
 
 
 def workload_mcem(data_dir=None):
@@ -296,14 +333,21 @@ def profile_kernels(build, top: int = 16) -> list[dict]:
         torch._dynamo.reset()  # later workloads compile without the profiling hooks
 
 
+def _sync() -> None:
+    """Wait for the GPU's queued work (a GPU runs behind the Python that launches it)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _rate(fn, per_call: int, min_time: float) -> float:
+    _sync()
     calls, t0 = 0, time.perf_counter()
     while True:
         fn()
         calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time:
-            return calls * per_call / elapsed
+        if time.perf_counter() - t0 >= min_time:
+            _sync()
+            return calls * per_call / (time.perf_counter() - t0)
 
 
 def measure(workload: dict, repeats: int, min_time: float) -> dict:
@@ -363,18 +407,36 @@ WORKLOADS = {
     "sweep": ("two AEVB runs (MNIST Nz=20): 2 one-thread processes vs one after another at 2 threads", (2,), None),
 }
 
+# On a GPU (``--device cuda``, results/benchmarks_cuda.json): ours is the step as one captured graph,
+# the baseline the examples-style loop on the GPU, the limit the step's products as one graph
+CUDA_WORKLOADS = {
+    "aevb_mnist_cuda": ("AEVB step on the GPU, MNIST 784-500-20, M=100", (1,),
+                        lambda d: workload_training("aevb", "mnist", True, d, device="cuda")),
+    "aevb_frey_face_cuda": ("AEVB step on the GPU, Frey Face 560-200-20, M=100", (1,),
+                            lambda d: workload_training("aevb", "frey_face", True, d, device="cuda")),
+    "aevb_mnist_cuda_batched8": ("8 AEVB runs batched on the GPU, MNIST 784-500-20, M=100 each", (1,),
+                                 lambda d: workload_batched(8, d, device="cuda")),
+    "wake_sleep_cuda": ("wake-sleep step on the GPU, MNIST 784-500-20, M=100", (1,),
+                        lambda d: workload_training("wake_sleep", "mnist", False, d, device="cuda")),
+}
+
 
 def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_samples: int = 300_000,
-                  data_dir=None, out: Path | None = None, progress: bool = True, resume: bool = False) -> dict:
-    """Measure the workloads (``only``: a subset) and write the record after each one; with
-    ``resume`` the workloads already in ``out`` (same settings) are kept and not measured again."""
+                  data_dir=None, out: Path | None = None, progress: bool = True, resume: bool = False,
+                  device: str = "cpu") -> dict:
+    """Measure the workloads of ``device`` ('cpu': ``WORKLOADS``, 'cuda': ``CUDA_WORKLOADS``;
+    ``only``: a subset) and write the record after each one; with ``resume`` the workloads already
+    in ``out`` (same settings) are kept and not measured again."""
     checks.at_least("repeats", repeats)
     checks.positive("min_time", min_time)
-    names = list(WORKLOADS) if only is None else list(only)
-    unknown = [n for n in names if n not in WORKLOADS]
+    checks.check("device", device, str, lambda v: v in ("cpu", "cuda"), "'cpu' or 'cuda'")
+    check_device(device)  # 'cuda' without a GPU: one line, before any work
+    workloads = WORKLOADS if device == "cpu" else CUDA_WORKLOADS
+    names = list(workloads) if only is None else list(only)
+    unknown = [n for n in names if n not in workloads]
     if unknown:
-        raise ValueError(f"unknown workload {unknown[0]!r}; valid: {', '.join(WORKLOADS)}")
-    out = out or RESULTS_DIR / "benchmarks.json"
+        raise ValueError(f"unknown workload {unknown[0]!r} on {device}; valid: {', '.join(workloads)}")
+    out = out or RESULTS_DIR / ("benchmarks.json" if device == "cpu" else "benchmarks_cuda.json")
     settings = {"repeats": repeats, "min_time_s": min_time, "sweep_samples": sweep_samples,
                 "compiler_available": compiler_available()}
     results = {}
@@ -396,20 +458,20 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
         check_output_file(out, "benchmark record")
     flush = torch.set_flush_denormal(True)  # as train() runs
     threads_before = torch.get_num_threads()
-    jobs = [(n, t) for n in names for t in WORKLOADS[n][1] if f"{n}@{t}" not in results]
-    session = provenance()
+    jobs = [(n, t) for n in names for t in workloads[n][1] if f"{n}@{t}" not in results]
+    session = {**provenance(), **device_provenance(device)}
     try:
         for name, threads in tqdm(jobs, desc="benchmark", disable=not progress):
             torch.set_num_threads(threads)
             if name == "sweep":
                 r = measure_sweep(sweep_samples, max(1, math.ceil(repeats / 2)), data_dir)
             else:
-                workload = WORKLOADS[name][2](data_dir)
+                workload = workloads[name][2](data_dir)
                 slow = name in ("mcem", "appendix_d")  # one call takes 10-40 s: fewer rounds
                 r = measure(workload, max(1, repeats // 2) if slow else repeats, min_time)
                 if name == "aevb_mnist":  # what keeps it from the limit, each compiled kernel named
                     r["profile"] = profile_kernels(lambda: WORKLOADS[name][2](data_dir)["ours"])
-            results[f"{name}@{threads}"] = {"workload": name, "description": WORKLOADS[name][0], "threads": threads,
+            results[f"{name}@{threads}"] = {"workload": name, "description": workloads[name][0], "threads": threads,
                                             **r, "provenance": session}
             write_record(out, {"settings": settings, "results": results, "provenance": session}, "a benchmark record",
                          lambda old: set(old["results"]) <= set(results))

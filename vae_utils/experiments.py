@@ -30,6 +30,8 @@ from . import data as data_mod
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
 from .config import ALGORITHMS, identity_differences
+from .device import device_provenance, seeded_generator
+from .device import resolve as resolve_device
 from .marginal_likelihood import APPENDIX_D, hmc_kde_log_likelihood, importance_log_likelihood
 from . import checks
 from .records import (RecordExistsError, ResultsFileError, another_computation, atomic_write_bytes, check_output_file,
@@ -117,11 +119,13 @@ def likelihood_curve_path(cfg: TrainConfig) -> Path:
 
 
 def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int, allow_training: bool = True,
-                report=None) -> dict:
+                report=None, deadline: float | None = None) -> dict:
     """Train ``cfg`` and estimate log p(x) of the first ``ll_n`` train and test images at each of
-    ``points`` (Appendix D; importance sampling with q(z|x) beside it where an encoder exists).
+    ``points`` (Appendix D; importance sampling with q(z|x) beside it where an encoder exists), on
+    the run's device.
 
     Writes ``<run>_likelihood_curve.json`` after every point; a rerun skips the points done.
+    ``deadline`` (a ``time.time()`` value) stops the training at a checkpoint (``TimeLimitReached``).
     """
     checks.at_least("ll_n", ll_n)
     checks.at_least("is_samples", is_samples, 0)
@@ -144,15 +148,17 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
     todo = [t for t in points if t not in have]
     if todo and not allow_training:
         raise MissingResultError(f"{path} lacks log p(x) at {todo} samples; training is off (allow_training=False)")
-    splits = {s: evaluation_images(cfg, s, ll_n) for s in ("train", "test")} if todo else {}
+    device = resolve_device(cfg.device)
+    splits = {s: evaluation_images(cfg, s, ll_n).to(device) for s in ("train", "test")} if todo else {}
     for target in todo:
         step_cfg = dataclasses.replace(cfg, samples=target)
         if finished_result(step_cfg) is None:
-            train(step_cfg, progress=False, log=lambda *a: None, on_progress=report)
+            train(step_cfg, progress=False, log=lambda *a: None, on_progress=report, deadline=deadline)
         model, ckpt = load_trained(checkpoint_path(cfg))
+        model = model.to(device)
         point = {"target": target, "samples": ckpt["run"]["samples_seen"]}
         for split, X in splits.items():
-            g = torch.Generator().manual_seed(cfg.seed)
+            g = seeded_generator(cfg.seed, device)
             t0 = time.perf_counter()
             ll, _, info = hmc_kde_log_likelihood(model, X, generator=g)
             point[split] = {"appendix_d": float(ll.mean()), "appendix_d_sem": float(ll.std() / math.sqrt(len(ll))),
@@ -164,7 +170,7 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
                                      "importance_seconds": round(time.perf_counter() - t0, 2)})
         record["points"].append(point)
         record["points"].sort(key=lambda pt: pt["target"])
-        record["provenance"] = provenance()
+        record["provenance"] = {**provenance(), **device_provenance(device)}
         write_record(path, record, what, lambda old: keeps_points(old["points"], record["points"]))
     run = ensure_run(cfg, allow_training, report)
     return {**record, "run": run}
@@ -233,6 +239,71 @@ def figure3_claims(records: list[dict], paper_rows) -> list[dict]:
             rows.append({"claim": f"N = {n}, {split}: order of the methods at {x:.3g} samples, as the paper's there",
                          "measured": f"ours {' > '.join(LABELS[a] for a in ours)}; paper {paper_order}", "held": held})
     return rows
+
+
+# --- a budget trained in pieces (a GPU machine without papermill) ------------------------
+
+FIGURES = ("2", "3")
+
+
+def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, device: str = "auto",
+                output_dir=None, seed: int = 0, datasets=None, max_minutes: float | None = None,
+                progress: bool = True, log=print) -> dict:
+    """One piece of a budget's training: every run of Figures 2 and 3 (the runs the notebooks
+    draw, with the budget's settings and places) trained, on ``device``, up to ``target`` training
+    samples (default: the budget's own counts; Figure 3 to its last log p(x) point at or below the
+    target, with those points estimated). A run already there is reused; a later piece with a
+    larger target extends it from its checkpoint, keeping every point. With ``max_minutes`` the
+    piece stops at that time with a checkpoint (``TimeLimitReached`` inside, not an error here):
+    rerun the same command to continue. The notebooks then draw the figures with
+    ``allow_training=False`` once every run reached the budget's own counts.
+
+    Returns {"finished": [run names], "remaining": [run names], "time_limit": bool}."""
+    from .budgets import Places, get_budget
+    from .device import check_device
+    from .train import TimeLimitReached
+
+    b = get_budget(budget)
+    check_device(device)
+    chosen = [f for f in FIGURES if f in figures]
+    if not chosen or len(chosen) != len(set(figures)):
+        raise ValueError(f"figures={figures!r} is not allowed: expected a non-empty selection of {', '.join(FIGURES)}")
+    if target is not None:
+        checks.at_least("target", target)
+    if max_minutes is not None:
+        checks.positive("max_minutes", max_minutes)
+    names = tuple(FIGURE2_LATENTS) if datasets is None else tuple(datasets)
+    if not names or any(d not in FIGURE2_LATENTS for d in names):
+        raise ValueError(f"datasets={datasets!r} is not allowed: expected some of {', '.join(FIGURE2_LATENTS)}")
+    p = NotebookParameters({"budget": budget, "seed": seed, "device": device}, b,
+                           Places.for_budget(budget, output_dir).make())
+    jobs = []  # (config, Figure-3 points or None)
+    if "2" in chosen:
+        for dataset in names:
+            jobs += [(dataclasses.replace(c, samples=min(c.samples, target or c.samples)), None)
+                     for c in figure2_configs(p, dataset)]
+    if "3" in chosen:
+        for c in figure3_configs(p):
+            points = [t for t in likelihood_points(c.samples, b.fig3_points) if target is None or t <= target]
+            if points:
+                jobs.append((dataclasses.replace(c, samples=max(points)), points))
+    deadline = time.time() + 60 * max_minutes if max_minutes else None
+    finished, remaining = [], []
+    for cfg, points in jobs:
+        if deadline is not None and time.time() >= deadline:
+            remaining.append(cfg.name)
+            continue
+        log(f"piece: {cfg.name} to {cfg.samples:,} samples on {device}")
+        try:
+            if points is None:
+                train(cfg, progress=progress, log=log, deadline=deadline)
+            else:
+                figure3_job(cfg, points, b.ll_n, b.is_samples, deadline=deadline)
+            finished.append(cfg.name)
+        except TimeLimitReached as stopped:
+            log(f"piece: {stopped}")
+            remaining.append(cfg.name)
+    return {"finished": finished, "remaining": remaining, "time_limit": bool(remaining)}
 
 
 # --- Figures 4 and 5: images from the decoder --------------------------------------------

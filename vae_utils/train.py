@@ -290,8 +290,12 @@ def _keeps_results(cfg: TrainConfig, curve: list) -> callable:
                         and keeps_points(old.get("curve") or [], curve))
 
 
+class TimeLimitReached(Interrupted):
+    """A run stopped at its deadline (``train(deadline=...)``) with a checkpoint: rerun to continue."""
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_steps: int | None = None,
-          on_progress=None) -> dict:
+          on_progress=None, deadline: float | None = None) -> dict:
     """Train (or resume) the run described by ``cfg``; returns and writes its results dict.
 
     Before any work: a finished results record of the same run at or beyond ``cfg.samples`` is
@@ -304,7 +308,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     checkpoint then lets a later call continue. ``on_progress(samples_seen)`` is called after
     every step (a sweep's shared progress bar). While it trains, the process holds the run's
     lock (``RunLock``): a second process starting the same run is refused. Ctrl-C stops at the
-    end of the current step, writes a checkpoint and raises ``Interrupted``.
+    end of the current step, writes a checkpoint and raises ``Interrupted``; so does reaching
+    ``deadline`` (a ``time.time()`` value), with ``TimeLimitReached``.
     """
     ckpt_path, recorded, finished = prepare(cfg, log)
     if finished is not None:
@@ -316,7 +321,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
         with RunLock(ckpt_path):
             stop = {"stop": False}
             return drive(session(cfg, ckpt_path, recorded, stop, progress=progress, log=log,
-                                 stop_after_steps=stop_after_steps, on_progress=on_progress), stop)
+                                 stop_after_steps=stop_after_steps, on_progress=on_progress, deadline=deadline), stop)
     finally:
         if flush:
             torch.set_flush_denormal(False)
@@ -382,7 +387,7 @@ def _stop_between_steps(flag: dict):
 
 
 def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt: dict, *, progress=False, log=print,
-            stop_after_steps=None, on_progress=None):
+            stop_after_steps=None, on_progress=None, deadline=None):
     """One run's training as a generator: it loads or starts the run, then yields the ``Run``
     whenever it needs a step and is sent back ``(objective, seconds)`` once the step is done (by
     ``drive``, or by a batched driver that steps several runs at once); between steps it keeps
@@ -487,6 +492,11 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
             checkpoint()
             raise Interrupted(f"{cfg.name}: interrupted at {run.samples_seen:,} samples; checkpoint {ckpt_path} "
                               f"written: rerun the same command to resume")
+        if deadline is not None and time.time() >= deadline:
+            bar.close()
+            checkpoint()
+            raise TimeLimitReached(f"{cfg.name}: time limit reached at {run.samples_seen:,} samples; checkpoint "
+                                   f"{ckpt_path} written: rerun the same command to continue")
     bar.close()
     checkpoint()
     out = results(finished=True)
