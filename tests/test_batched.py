@@ -81,3 +81,30 @@ def test_runs_that_cannot_share_a_step_are_refused_in_one_line(tmp_path, change,
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="only for AEVB with estimator B"):
         check_batchable([small_config(tmp_path, estimator="A", gradient="autograd")])
+
+
+def test_ctrl_c_stops_every_batched_run_at_a_checkpoint_and_the_rerun_resumes_them(tmp_path, data_dir, monkeypatch):
+    import signal
+
+    from vae_utils import batched
+    from vae_utils.records import Interrupted
+
+    def cfgs(root):
+        return [small_config(root, name=f"c{s}", seed=s, samples=20_000, data_dir=str(data_dir)) for s in (0, 1)]
+    whole = train_batched(cfgs(tmp_path / "whole"), progress=False, log=lambda *a: None)
+    real_step, calls = batched.BatchedStep.step, []
+
+    def step_then_ctrl_c(self):
+        calls.append(1)
+        if len(calls) == 70:
+            signal.raise_signal(signal.SIGINT)  # as a user's Ctrl-C: only a flag, read after the step
+        return real_step(self)
+    monkeypatch.setattr(batched.BatchedStep, "step", step_then_ctrl_c)
+    with pytest.raises(Interrupted, match=r"2 batched runs interrupted, each at its checkpoint \(c0, c1\)"):
+        train_batched(cfgs(tmp_path / "cut"), progress=False, log=lambda *a: None)
+    assert all((tmp_path / "cut" / "ckpt" / f"c{s}.pt").is_file() for s in (0, 1))
+    monkeypatch.setattr(batched.BatchedStep, "step", real_step)
+    resumed = train_batched(cfgs(tmp_path / "cut"), progress=False, log=lambda *a: None)
+    def values(records):
+        return [[(p["samples"], p["train"], p["test"]) for p in r["curve"]] for r in records]
+    assert values(resumed) == values(whole)  # bit for bit
