@@ -7,6 +7,12 @@ evaluated at log-spaced sample counts (``eval_schedule``). Adagrad's global step
 {0.01, 0.02, 0.1} by the training value after a short trial run (Section 5: "performance on the
 training set in the first few iterations"; ``choose_lr``).
 
+Each curve point holds the train and test values on the evaluation subsets at the current
+parameters and ``train_minibatch_mean``: the mean of the algorithm's own training objective over
+the minibatches since the previous point (AEVB: the minibatch bound; wake-sleep: the wake phase's
+log p(x, z); MCEM: the chains' log p(x, z)), which is what anglepy's ``loop_va`` logged as its
+train value, so it lags the parameters.
+
 A run is identified by its config; its checkpoint (a dict of tensors and plain values,
 written atomically) holds everything needed to continue bit-for-bit, RNG included.
 """
@@ -440,7 +446,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
             raise TrainingDiverged(f"{cfg.name}: non-finite parameters at step {run.steps}; the last good "
                                    f"checkpoint {ckpt_path} is kept. Try a smaller --lr.")
         save_checkpoint(ckpt_path, {"config": cfg.identity(), "lr": lr, "lr_trials": lr_trials, "curve": curve,
-                                    "run": run.state_dict()})
+                                    "run": run.state_dict(), "window": window})
 
     def results(finished: bool) -> dict:
         rate = run.samples_seen / run.train_time if run.train_time else None
@@ -456,7 +462,10 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
     pending = [p for p in schedule if p > (curve[-1]["samples"] if curve else 0)]
     bar = tqdm(total=cfg.samples, initial=run.samples_seen, unit="sample", unit_scale=True, disable=not progress,
                desc=cfg.name, mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    last_ckpt, steps_this_session, running = time.time(), 0, None
+    last_ckpt, steps_this_session = time.time(), 0
+    # the training objective's minibatch values since the last curve point, summed and counted: their mean is
+    # what anglepy's loop_va logged as the train value (L += _L.mean(); n += 1 ... L /= n), a lagging average
+    window = list(ckpt.get("window", [0.0, 0])) if ckpt is not None else [0.0, 0]
     while run.samples_seen < cfg.samples:
         objective, seconds = yield run
         run.train_time += seconds
@@ -467,14 +476,16 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
                 f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
                 f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
                 f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
-        running = objective if running is None else 0.99 * running + 0.01 * objective
+        window[0], window[1] = window[0] + objective, window[1] + 1
         bar.update(run.samples_seen - bar.n)
         if on_progress is not None:
             on_progress(run.samples_seen)
         if pending and run.samples_seen >= pending[0]:
             pending.pop(0)
             point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
-                     "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2)}
+                     "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2),
+                     "train_minibatch_mean": window[0] / window[1] if window[1] else None}
+            window[0], window[1] = 0.0, 0
             curve.append(point)
             bar.set_postfix(train=f"{point['train']:.2f}", test=f"{point['test']:.2f}" if point["test"] else "-")
             checkpoint()
