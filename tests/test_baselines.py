@@ -74,3 +74,37 @@ def test_a_diverging_step_size_trial_is_scored_as_diverged_not_a_crash(tmp_path,
                        lr_trial_samples=5_000, samples=6_000)
     res = train(cfg, progress=False, log=lambda *a: None)
     assert res["lr"] == 0.01 and res["lr_trials"]["10000.0"] is None and res["lr_trials"]["0.01"] is not None
+
+
+def test_batch_mcem_takes_its_m_steps_on_every_point_with_the_full_prior(mnist_small, tmp_path):
+    """anglepy's step_batch_mcem: each of the 5 M-steps is one Adagrad step on sum_i log p(x_i, z_i)
+    over all N points plus log p(theta) (the full prior), and an iteration counts every gradient
+    evaluation, (L + 1) N + 5 N."""
+    from vae_utils.algorithms import Adagrad
+
+    X = mnist_small[0][:300]
+    cfg = small_config(tmp_path, algorithm="mcem", n_z=3, n_hidden=50, n_train=300, mcem_m_step="full_batch",
+                       mcem_warmup=0)
+    torch.manual_seed(0)
+    model = VAE(784, 50, 3, encoder=False)
+    alg = MCEM(model, X, cfg, lr=0.05, rng=torch.Generator().manual_seed(0))
+    assert alg.opt.decays == [1.0 if p.dim() == 2 else 0.0 for p in model.parameters()]
+    # the M-step by hand, from the same state: five full-batch Adagrad steps at the chains' z after the E-step
+    twin = VAE(784, 50, 3, encoder=False)
+    twin.load_state_dict(model.state_dict())
+    twin_opt = Adagrad(twin.parameters(), 0.05, 0, cfg.adagrad_eps, weight_decay=1.0)
+    rng = torch.Generator().manual_seed(0)
+    rng.set_state(alg.rng.get_state())
+    from vae_utils.hmc import hmc_step
+
+    z = hmc_step(lambda z: twin.log_joint(X, z), alg.z, alg.step_size.value, cfg.mcem_leapfrog, rng).z
+    n, _ = alg.step()
+    for _ in range(5):
+        twin_opt.ascend(twin.log_joint(X, z).sum())
+    assert n == (10 + 1) * 300 + 5 * 300
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    start = alg.evaluate(X, "train")
+    for _ in range(100):
+        alg.step()
+    assert alg.evaluate(X, "train") > start + 50

@@ -35,7 +35,11 @@ z_i ~ p_theta(z|x_i), one per training point, initialised from the prior. One it
     M-step: 5 Adagrad steps on  sum_{i in batch} log p_theta(x_i, z_i) + (M/N) log p(theta),
             the minibatches of M taken in order, cycling through the training set.
 "Training samples evaluated" per iteration = N (the E-step touches every datapoint) + 5 M
-(the M-step's); the paper does not say how it counted.
+(the M-step's); the paper does not say how it counted. ``mcem_m_step="full_batch"`` is anglepy's
+``step_batch_mcem`` (wzoptim.py@55f25be: the E-step over all chains, then
+``for _ in range(m_steps): dostep_m(w, z_mcmc)`` on the whole x, the full prior): 5 Adagrad steps
+on  sum_{i=1..N} log p_theta(x_i, z_i) + log p(theta),  counted as every gradient evaluation,
+(L + 1) N in the E-step (L leapfrog steps and the first gradient) + 5 N in the M-step.
 """
 
 from __future__ import annotations
@@ -399,7 +403,13 @@ class MCEM(AEVB):
         # by 1.02 ** N (4e8 for N = 1000) and so alternates between two values instead of tuning
         factor = 1.25 if cfg.mcem_step_rule == "capped" else 1.02 ** len(X)
         self.step_size = GlobalStepSize(cfg.mcem_init_step, cfg.mcem_target_accept, factor)
-        self.opt = self._adagrad(model.parameters(), lr, cfg.mcem_warmup)
+        self.full_batch = cfg.mcem_m_step == "full_batch"
+        if self.full_batch:  # the whole training set per M-step: the full prior, (N/N) log p(theta)
+            self.opt = Adagrad(model.parameters(), lr, cfg.mcem_warmup, cfg.adagrad_eps,
+                               1.0 if cfg.weight_prior else 0.0, compile)
+        else:
+            self.opt = self._adagrad(model.parameters(), lr, cfg.mcem_warmup)
+        self.per_iteration = mcem_samples_per_iteration(cfg, len(X))
         self.cursor, self.last_accept = 0, float("nan")
 
     def step(self) -> tuple[int, float]:
@@ -413,10 +423,13 @@ class MCEM(AEVB):
         self.last_accept = result.accepted.float().mean().item()
         # M-step: Adagrad on the complete-data log-likelihood of the current samples
         for _ in range(self.cfg.mcem_m_steps):
+            if self.full_batch:
+                self.opt.ascend(model.log_joint(x, self.z).sum())
+                continue
             idx = torch.arange(self.cursor, self.cursor + M, device=x.device) % self.N
             self.cursor = (self.cursor + M) % self.N
             self.opt.ascend(model.log_joint(x[idx], self.z[idx]).sum())
-        return self.N + self.cfg.mcem_m_steps * M, result.log_prob.mean().item()
+        return self.per_iteration, result.log_prob.mean().item()
 
     @torch.no_grad()
     def evaluate(self, X, split: str):
@@ -434,6 +447,13 @@ class MCEM(AEVB):
         self.z = d["z"].to(self.X.device, copy=True)
         self.step_size.load_state_dict(d["step_size"])
         self.cursor = d["cursor"]
+
+
+def mcem_samples_per_iteration(cfg: TrainConfig, n: int) -> int:
+    """Training samples one MCEM iteration counts on the x axis (see the module docstring)."""
+    if cfg.mcem_m_step == "full_batch":
+        return (cfg.mcem_leapfrog + 1) * n + cfg.mcem_m_steps * n
+    return n + cfg.mcem_m_steps * cfg.batch_size
 
 
 ALGORITHM_CLASSES = {"aevb": AEVB, "wake_sleep": WakeSleep, "mcem": MCEM}

@@ -62,6 +62,7 @@ class TrainConfig:
     mcem_m_steps: int = 5
     mcem_warmup: int = 10
     mcem_step_rule: str = "capped"   # step x or / 1.25 (anglepy 2014) | "uncapped2013": 1.02 ** N (anglepy 2013)
+    mcem_m_step: str = "minibatch"   # 5 Adagrad steps on minibatches of M | "full_batch": on all N (anglepy step_batch_mcem)
     # bookkeeping (not part of a run's identity)
     name: str | None = None
     threads: int = 1
@@ -158,6 +159,7 @@ _CONFIG_RULES = {
     "mcem_m_steps": (int, lambda v: v >= 1, "an integer >= 1"),
     "mcem_warmup": (int, lambda v: v >= 0, "an integer >= 0"),
     "mcem_step_rule": (str, lambda v: v in ("capped", "uncapped2013"), "'capped' or 'uncapped2013'"),
+    "mcem_m_step": (str, lambda v: v in ("minibatch", "full_batch"), "'minibatch' or 'full_batch'"),
     "threads": (int, lambda v: 1 <= v <= MAX_THREADS, f"an integer in 1..{MAX_THREADS} (this machine's cores)"),
     "compile": ((bool, str), lambda v: v in (True, False, "auto"), "True, False or 'auto'"),
     "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),

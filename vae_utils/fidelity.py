@@ -174,25 +174,50 @@ MCEM_OURS = next(iter(MCEM_COUNTS))  # the count our curves were recorded under
 MCEM_CURVE_POINTS = [150_000, 300_000, 600_000, 1_000_500, 2_001_000, 3_000_000, 5_001_000, 10_000_500]
 
 
+# variant: (run name stem, candidate, source, config overrides); "capped" is today's default
 MCEM_VARIANTS = {
     "capped": ("mcem_xaxis", "today: global HMC step x or / 1.25 toward 90% acceptance",
-               "anglepy hmc.py@55f25be `factor = min(max_factor, alpha**float(min(100, accept.size)))`"),
+               "anglepy hmc.py@55f25be `factor = min(max_factor, alpha**float(min(100, accept.size)))`", {}),
     "uncapped2013": ("mcem_uncapped2013", "the step x or / 1.02^N (N = 1000 chains: 4e8), which alternates",
-                     "anglepy hmc.py@29d7e2e `stepsize[0] /= alpha**float(accept.size)`, alpha = 1.02"),
+                     "anglepy hmc.py@29d7e2e `stepsize[0] /= alpha**float(accept.size)`, alpha = 1.02",
+                     {"mcem_step_rule": "uncapped2013"}),
+    "batch": ("mcem_batch", "batch MCEM: 5 full-batch M-steps (all N, the full prior); x axis (L+1) N + 5 N per "
+              "iteration, every gradient evaluation",
+              "anglepy wzoptim.py@55f25be `step_batch_mcem` ('Batch MCEM'): `for _ in range(m_steps): "
+              "dostep_m(w, z_mcmc)`", {"mcem_m_step": "full_batch"}),
 }
+# the batch variant's points: its x axis counts 16,000 samples per iteration (N = 1000)
+MCEM_BATCH_POINTS = [160_000, 320_000, 592_000, 1_008_000, 2_000_000, 3_008_000, 5_008_000, 10_000_000]
 
 
-def mcem_curve_config(seed: int = 0, samples: int = 10_000_500, step_rule: str = "capped") -> TrainConfig:
-    return TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=MCEM_N, seed=seed, samples=samples,
-                       mcem_step_rule=step_rule, name=f"{MCEM_VARIANTS[step_rule][0]}_seed{seed}",
-                       results_dir=str(FIDELITY_DIR), checkpoint_dir=str(CHECKPOINTS))
+def mcem_curve_config(seed: int = 0, samples: int | None = None, variant: str = "capped") -> TrainConfig:
+    if variant not in MCEM_VARIANTS:
+        raise ValueError(f"unknown MCEM variant {variant!r}; valid: {', '.join(MCEM_VARIANTS)}")
+    stem, _, _, overrides = MCEM_VARIANTS[variant]
+    points = MCEM_BATCH_POINTS if variant == "batch" else MCEM_CURVE_POINTS
+    return TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=MCEM_N, seed=seed,
+                       samples=samples or points[-1], name=f"{stem}_seed{seed}", results_dir=str(FIDELITY_DIR),
+                       checkpoint_dir=str(CHECKPOINTS), **overrides)
 
 
-def mcem_curve(seed: int = 0, ll_n: int = 200, step_rule: str = "capped"):
+def mcem_curve(seed: int = 0, ll_n: int = 200, variant: str = "capped", report=None):
     """MCEM on N = 1000 to 1e7 samples, Appendix-D log p(x) of 200 train and test images at 8 points."""
     from .experiments import figure3_job
 
-    return figure3_job(mcem_curve_config(seed, step_rule=step_rule), MCEM_CURVE_POINTS, ll_n, 0)
+    points = MCEM_BATCH_POINTS if variant == "batch" else MCEM_CURVE_POINTS
+    return figure3_job(mcem_curve_config(seed, variant=variant), points, ll_n, 0, report=report)
+
+
+def run_mcem(variants, seeds=(0,), ll_n: int = 200, workers: int = 0, progress: bool = True) -> list:
+    """``mcem_curve`` for every variant and seed, as one-thread processes (two at a time on two cores)."""
+    from .sweep import Task, sweep
+
+    unknown = [v for v in variants if v not in MCEM_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown MCEM variant {unknown[0]!r}; valid: {', '.join(MCEM_VARIANTS)}")
+    tasks = [Task(mcem_curve, (s, ll_n, v), name=f"{MCEM_VARIANTS[v][0]}_seed{s}",
+                  work=mcem_curve_config(s, variant=v).samples) for v in variants for s in seeds]
+    return sweep(tasks, workers=workers, desc="fidelity mcem", progress=progress)
 
 
 def _interp_log(points: list[tuple[float, float]], x: float) -> float | None:
@@ -225,21 +250,27 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
 
 
 def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
-    """Per step rule and split: ours − paper at the paper's 2e6 / 5e6 / 1e7 samples (our count,
-    N + 5M per iteration), mean and sd over the seeds whose curve is recorded."""
+    """Per MCEM variant and split: ours − paper at the paper's 2e6 / 5e6 / 1e7 samples, each run
+    read under the count it was recorded with (N + 5M per iteration today; the batch variant's
+    (L+1) N + 5 N), mean and sd over the seeds whose curve is recorded."""
     from .experiments import likelihood_curve_path, read_curve_record
+    from .plotting import load_paper_curves
 
+    paper = {split: sorted((r["training_samples"], r["value"]) for r in load_paper_curves()
+                           if r["figure"] == "figure3" and r["method"] == "mcem" and r["n_train"] == str(MCEM_N)
+                           and r["split"] == split) for split in ("train", "test")}
     rows = []
-    for rule, (_, candidate, source) in MCEM_VARIANTS.items():
+    for variant, (_, candidate, source, _) in MCEM_VARIANTS.items():
         records = {s: read_curve_record(p) for s in seeds
-                   if (p := likelihood_curve_path(mcem_curve_config(s, step_rule=rule))).is_file()}
+                   if (p := likelihood_curve_path(mcem_curve_config(s, variant=variant))).is_file()}
         for split in ("train", "test"):
             diffs = {}
             for record in records.values():
-                ours = next(r for r in mcem_xaxis_table(record, split) if r["count"] == MCEM_OURS)
-                for p in ours["points"]:
-                    diffs.setdefault(p["paper_samples"], []).append(p["ours_minus_paper"])
-            rows.append({"step_rule": rule, "candidate": candidate, "source": source, "split": split,
+                curve = [(p["samples"], p[split]["appendix_d"]) for p in record["points"]]
+                for x, value in paper[split]:
+                    if (ours := _interp_log(curve, x)) is not None:
+                        diffs.setdefault(x, []).append(ours - value)
+            rows.append({"variant": variant, "candidate": candidate, "source": source, "split": split,
                          "seeds": sorted(records), "ours_minus_paper": {
                              x: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None)
                              for x, v in sorted(diffs.items())}})
@@ -247,7 +278,7 @@ def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
 
 
 def mcem_seed_markdown(rows: list[dict]) -> str:
-    lines = ["| step rule | source | split | seeds | ours − paper at 2e6 | at 5e6 | at 1e7 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | source | split | seeds | ours − paper at 2e6 | at 5e6 | at 1e7 |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = []
         for x in (2e6, 5e6, 1e7):

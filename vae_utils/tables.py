@@ -268,7 +268,7 @@ def gaps_remaining() -> str:
         if r["default"] and abs(r["samples"] - 10 ** 6.5) < 0.01 * r["samples"]:
             row("wake-sleep MNIST, Nz = 20, train", _count(r["samples"]), r["ours_minus_paper"], r["sd"], 0.5)
     for r in FD.mcem_seed_table():
-        if r["step_rule"] == "capped":
+        if r["variant"] == "capped":
             for x, (mean, sd) in r["ours_minus_paper"].items():
                 if x in (2e6, 1e7):
                     row(f"MCEM, Figure 3, N = 1000, {r['split']}", _count(x), mean, sd, 0.5)

@@ -33,7 +33,7 @@ import torch
 from tqdm.std import tqdm
 
 from . import data as data_mod
-from .algorithms import get_algorithm
+from .algorithms import get_algorithm, mcem_samples_per_iteration
 from .config import ALGORITHMS, TrainConfig, identity_differences  # users import TrainConfig from here too
 from .device import device_provenance, seeded_generator, to_cpu
 from .device import resolve as resolve_device
@@ -251,7 +251,7 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     scores = {}
     length = cfg.lr_trial_samples
     if cfg.algorithm == "mcem":  # "the first few iterations": at least 4 E+M iterations past the warm-up
-        per_iteration = len(X_train) + cfg.mcem_m_steps * cfg.batch_size
+        per_iteration = mcem_samples_per_iteration(cfg, len(X_train))
         length = max(length, min((4 + math.ceil(cfg.mcem_warmup / cfg.mcem_m_steps)) * per_iteration, cfg.samples))
     for lr in cfg.lr_grid:
         trial = Run(dataclasses.replace(cfg, samples=length), lr, X_train)
@@ -453,7 +453,10 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
         return {"name": cfg.name, "algorithm": cfg.algorithm, "metric": run.algorithm.metric,
                 "config": dataclasses.asdict(cfg), "lr": lr, "lr_trials": lr_trials, "seed": cfg.seed,
                 "samples_seen": run.samples_seen, "finished": finished, "curve": curve,
-                "train_time_s": run.train_time, "samples_per_s": rate, "devices": run.devices, "provenance": session}
+                "train_time_s": run.train_time, "samples_per_s": rate, "devices": run.devices,
+                # MCEM's x axis: what one iteration counts (the paper does not say; algorithms.mcem_samples_per_iteration)
+                **({"samples_per_iteration": run.algorithm.per_iteration} if cfg.algorithm == "mcem" else {}),
+                "provenance": session}
 
     def write_results(record: dict) -> None:
         write_record(out_path, record, f"the results of run {cfg.name!r}", _keeps_results(cfg, curve),
