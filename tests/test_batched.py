@@ -65,6 +65,13 @@ def test_batched_runs_write_ordinary_records_that_train_then_reuses(tmp_path, da
     assert max(abs(a["train"] - b["train"]) for a, b in zip(records[1]["curve"], alone["curve"])) < 0.5
     again = train(cfgs[0], progress=False, log=lambda *a: None)  # an ordinary finished record: reused
     assert again["curve"] == records[0]["curve"]
+    # it says it was batched, and verify, which re-runs single runs, says it cannot re-run it
+    from vae_utils.verify import verify_run
+
+    assert records[0]["runs_in_batch"] == 2 and "runs_in_batch" not in alone
+    with pytest.raises(ValueError, match="trained in one batched step with 1 other runs") as e:
+        verify_run(tmp_path / "results" / "b0.json", samples=10_000, log=lambda *a: None)
+    assert "\n" not in str(e.value) and not (tmp_path / "results" / "b0_verify.json").exists()
 
 
 @pytest.mark.parametrize("change, match", [

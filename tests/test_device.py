@@ -80,6 +80,10 @@ def test_a_run_resumed_on_another_device_goes_on_and_records_it(tmp_path, data_d
     assert record["finished"] and record["samples_seen"] == 20_000
     assert record["devices"] == [{"device": other, "from_samples": 0}, {"device": here, "from_samples": 6000}]
     assert any(f"on {here} (the checkpoint was made on {other}" in line for line in logs)
+    from vae_utils.verify import verify_run
+
+    with pytest.raises(ValueError, match=rf"went on from {other} to {here} at 6,000 samples; .* --samples 6000 or fewer"):
+        verify_run(tmp_path / "results" / "t.json", samples=10_000, log=lambda *a: None, out_dir=tmp_path / "v")
 
 
 @needs_no_cuda

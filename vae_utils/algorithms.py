@@ -45,6 +45,7 @@ on  sum_{i=1..N} log p_theta(x_i, z_i) + log p(theta),  counted as every gradien
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import warnings
 
@@ -113,6 +114,8 @@ class _CompiledOrEager:
         try:
             return self.compiled(*args)
         except Exception as e:  # the compiler failed before running: nothing was updated yet
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                raise  # inside a CUDA graph capture an eager fallback would corrupt the capture: CapturedStep reports it
             warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
                           f"optimiser update runs in eager mode", RuntimeWarning, stacklevel=2)
             self.compiled = None
@@ -125,36 +128,47 @@ class CapturedStep:
     eagerly each is its own launch and launches, not arithmetic, are what a 784-500-20 step costs.
 
     The graph's static buffers are the run's own tensors (weights, accumulators, training data),
-    updated in place, and the run's generator, registered with the graph so that every replay
-    draws the next minibatch and noise as an eager step would. The first call runs ``body``
-    eagerly on a side stream (a real step: cuBLAS and the allocator settle) and then captures it;
+    updated in place, and the run's generators, registered with the graph so that every replay
+    draws the next minibatch and noise as an eager step would. The first ``WARM_UP`` calls run
+    ``body`` eagerly on a side stream (real steps, during which cuBLAS, the allocator and
+    ``torch.compile`` settle); the next captures it (capturing runs nothing) and replays it, and
     every later call replays it. ``body`` returns a tensor, the graph's output, overwritten by
-    each replay."""
+    each replay. A capture that fails is reported in one line (the run's checkpoint is kept):
+    AEVB_CUDA_GRAPHS=0 runs the step eagerly instead."""
+
+    WARM_UP = 3
 
     def __init__(self, body, generators):
-        self.body, self.graph, self.out = body, None, None
+        self.body, self.graph, self.out, self.calls = body, None, None, 0
         self.generators = [generators] if isinstance(generators, torch.Generator) else list(generators)
 
     def __call__(self) -> torch.Tensor:
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = self.body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        for g in self.generators:
-            graph.register_generator_state(g)
-        with torch.cuda.graph(graph):
-            self.out = self.body()
-        self.graph = graph
-        return out
+        if self.graph is None and self.calls < self.WARM_UP:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.body()
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            for g in self.generators:
+                graph.register_generator_state(g)
+            try:
+                with torch.cuda.graph(graph):
+                    self.out = self.body()
+            except Exception as e:
+                raise RuntimeError(f"capturing the training step as a CUDA graph failed ({type(e).__name__}: "
+                                   f"{(str(e).splitlines() or [''])[0][:200]}); set AEVB_CUDA_GRAPHS=0 to run it "
+                                   f"eagerly (the run resumes from its checkpoint)") from None
+            self.graph = graph
+        self.graph.replay()
+        return self.out
 
 
-# The AEVB step on a CUDA device runs as one captured graph (False: eagerly, kernel by kernel)
-CAPTURE_CUDA_GRAPHS = True
+# The AEVB step on a CUDA device runs as one captured graph (AEVB_CUDA_GRAPHS=0: eagerly, kernel by kernel)
+CAPTURE_CUDA_GRAPHS = os.environ.get("AEVB_CUDA_GRAPHS", "1") != "0"
 
 
 class Adagrad:
@@ -302,11 +316,12 @@ class AEVB:
         if self.by_hand:
             layers = [getattr(model, n) for n in self.LAYERS if hasattr(model, n)]
             assert [id(p) for p in self.opt.params] == [id(p) for l in layers for p in (l.weight, l.bias)]
-            # without inductor's pattern matcher: it folds the weight decay c w into the gradient's
-            # product as addmm(w, ..., beta=c), which first copies w (1.6 MB) into the output (+10 %);
-            # with its C++ wrapper, which calls the kernels without Python in between (+3 %)
+            # without inductor's pattern matcher (either device): it folds the weight decay c w into the
+            # gradient's product as addmm(w, ..., beta=c), which first copies w (1.6 MB) into the output
+            # (+10 % on the CPU); on the CPU with its C++ wrapper, which calls the kernels without Python
+            # in between (+3 %)
             on_gpu = X.device.type == "cuda"
-            options = None if on_gpu else {"pattern_matcher": False, "cpp_wrapper": True}
+            options = {"pattern_matcher": False} if on_gpu else {"pattern_matcher": False, "cpp_wrapper": True}
             self.ascent = _CompiledOrEager(sgvb_b_ascent, options) if compile else sgvb_b_ascent
             self.gaussian = model.likelihood == "gaussian"
             # on a GPU, the step after the warm-up is one captured graph (its step size is then fixed)

@@ -29,7 +29,7 @@ from . import algorithms
 from .algorithms import AEVB, CapturedStep, _adagrad_update_plain, sgvb_b_ascent
 from .config import TrainConfig
 from .records import Interrupted, RunFailed
-from .train import RunLock, TrainingDiverged, _stop_between_steps, prepare, session
+from .train import RunLock, TrainingDiverged, _stop_between_steps, prepare, session, train
 
 # what every run of a batch must share (their shapes, their schedule and their device); seed, N
 # (n_train), the step size and the places may differ
@@ -81,6 +81,7 @@ class BatchedStep:
             for k in range(n):
                 a.opt.params[k].data = self.params[k][i]
                 a.opt.sums[k] = self.sums[k][i]
+            a.captured = None  # a single run's graph points at the storage just replaced: never replay it
         device = self.params[0].device
         self.decays = [_one_or_per_run([a.opt.decays[k] for a in algs], device) for k in range(n)]
         self.lrs = [a.opt.lr for a in algs]
@@ -130,6 +131,9 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
     prepared = [prepare(c, log) for c in cfgs]
     results: dict[int, dict] = {i: finished for i, (_, _, finished) in enumerate(prepared) if finished is not None}
     todo = [i for i in range(len(cfgs)) if i not in results]
+    if len(todo) == 1:  # a batch of one is a single run: trained as one, with its arithmetic
+        results[todo[0]] = train(cfgs[todo[0]], progress=progress, log=log)
+        todo = []
     failed: dict[str, str] = {}
     interrupted: list[str] = []
     flush = torch.set_flush_denormal(True)
@@ -140,7 +144,8 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
                 locks.enter_context(RunLock(prepared[i][0]))
             sessions, runs = {}, {}
             for i in todo:  # load or start each run, its step-size trials included
-                s = session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log)
+                s = session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log,
+                            runs_in_batch=len(todo))
                 try:
                     runs[i], sessions[i] = next(s), s
                 except StopIteration as done:
@@ -168,8 +173,9 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
                         send(i, objective, time.perf_counter() - t0)
                 batch = BatchedStep([runs[i] for i in runs]) if runs else None
                 members = list(runs)
-                bar = tqdm(total=sum(cfgs[i].samples for i in members), unit="sample", unit_scale=True,
-                           disable=not progress or not members, desc=f"{len(members)} runs batched")
+                bar = tqdm(total=sum(cfgs[i].samples for i in members), initial=sum(runs[i].samples_seen for i in members),
+                           unit="sample", unit_scale=True, disable=not progress or not members,
+                           desc=f"{len(members)} runs batched")
                 while runs:
                     t0 = time.perf_counter()
                     steps = batch.step()
@@ -185,8 +191,9 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
         if flush:
             torch.set_flush_denormal(False)
     if interrupted:
+        also = f"; {len(failed)} failed: " + "; ".join(failed.values()) if failed else ""
         raise Interrupted(f"{len(interrupted)} batched runs interrupted, each at its checkpoint ({', '.join(interrupted)}): "
-                          f"rerun the same command to resume them")
+                          f"rerun the same command to resume them{also}")
     if failed:
         raise RunFailed(f"{len(failed)} of {len(cfgs)} batched runs failed (the others finished): "
                         + "; ".join(failed.values()))

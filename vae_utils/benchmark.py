@@ -146,15 +146,15 @@ def examples_aevb(X, cfg, device="cpu"):
     return step
 
 
-def examples_wake_sleep(X, cfg):
-    model = ExamplesVAE(X.shape[1], cfg.n_hidden, cfg.n_z)
+def examples_wake_sleep(X, cfg, device="cpu"):
+    model = ExamplesVAE(X.shape[1], cfg.n_hidden, cfg.n_z).to(device)
     dec = [p for n, p in model.named_parameters() if n[:3] in ("fc3", "fc4")]
     enc = [p for n, p in model.named_parameters() if n[:3] not in ("fc3", "fc4")]
     wake, sleep = torch.optim.Adagrad(dec, lr=0.02), torch.optim.Adagrad(enc, lr=0.02)
-    batches, M = _loader_batches(X, cfg.batch_size), cfg.batch_size
+    batches, M = _loader_batches(X.cpu(), cfg.batch_size), cfg.batch_size
 
     def step():
-        x = next(batches)
+        x = next(batches).to(device)
         with torch.no_grad():
             mu, logvar = model.encode(x)
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -162,7 +162,7 @@ def examples_wake_sleep(X, cfg):
         (model.neg_log_likelihood(x, z) + 0.5 * (z * z).sum()).backward()
         wake.step()
         with torch.no_grad():
-            z = torch.randn(M, cfg.n_z)
+            z = torch.randn(M, cfg.n_z, device=device)
             x_dream = torch.bernoulli(torch.sigmoid(model.fc4(torch.tanh(model.fc3(z)))))
         mu, logvar = model.encode(x_dream)
         sleep.zero_grad()
@@ -240,7 +240,7 @@ def workload_training(algorithm: str, dataset: str, compile: bool, data_dir=None
     # replayed CUDA graph is not dispatched at all
     on_gpu = device == "cuda"
     eager = run if not (compile or on_gpu) else _run(dataclasses.replace(cfg, compile=False), X, capture=False)
-    baseline = (examples_aevb(X, cfg, device) if algorithm == "aevb" else examples_wake_sleep(X, cfg))
+    baseline = (examples_aevb if algorithm == "aevb" else examples_wake_sleep)(X, cfg, device)
     return {"ours": run.step, "baseline": baseline, "limit": matmul_limit(eager.step),
             "ours (eager)": eager.step if (compile or on_gpu) else None, "unit": "samples", "per_call": cfg.batch_size}
 
@@ -268,7 +268,7 @@ def workload_batched(runs: int = 8, data_dir=None, device: str = "cuda"):
 
 
 def workload_mcem(data_dir=None):
-    cfg = TrainConfig(algorithm="mcem", n_train=50_000, lr=0.02, compile=True, samples=10**12, data_dir=data_dir,
+    cfg = TrainConfig(algorithm="mcem", n_train=50_000, lr=0.02, compile=True, samples=10**12, data_dir=data_dir, device="cpu",
                       **FIGURE3_MODEL)
     X = load_dataset("mnist", "train", data_dir=data_dir, n_train=cfg.n_train)
     run = _run(cfg, X)
@@ -282,7 +282,7 @@ def workload_mcem(data_dir=None):
 def workload_appendix_d(n: int = 1000, data_dir=None):
     from .marginal_likelihood import hmc_kde_log_likelihood
 
-    cfg = TrainConfig(n_train=1000, lr=0.02, samples=10**9, data_dir=data_dir, **FIGURE3_MODEL)
+    cfg = TrainConfig(n_train=1000, lr=0.02, samples=10**9, data_dir=data_dir, device="cpu", **FIGURE3_MODEL)
     x = load_dataset("mnist", "test", data_dir=data_dir)[:n]
     model = _run(cfg, load_dataset("mnist", "train", data_dir=data_dir, n_train=1000)).model
     g = torch.Generator().manual_seed(0)
@@ -297,7 +297,7 @@ def workload_appendix_d(n: int = 1000, data_dir=None):
 
 
 def workload_evaluation(data_dir=None):
-    cfg = TrainConfig(lr=0.02, samples=10**9, data_dir=data_dir)
+    cfg = TrainConfig(lr=0.02, samples=10**9, data_dir=data_dir, device="cpu")
     X = load_dataset("mnist", "test", data_dir=data_dir)
     model = Run(cfg, 0.02, X[:100]).model
     ours = lambda: lower_bound(model, X, "B", seed=1000)  # noqa: E731
@@ -370,7 +370,7 @@ def measure(workload: dict, repeats: int, min_time: float) -> dict:
 # --- the sweep: two 1-thread processes against two runs one after another -------------
 
 def _sweep_configs(root: Path, threads: int, samples: int, data_dir) -> list[TrainConfig]:
-    return [TrainConfig(n_z=20, lr=0.02, samples=samples, eval_n=1000, threads=threads, seed=seed, name=f"bench{seed}",
+    return [TrainConfig(n_z=20, lr=0.02, samples=samples, eval_n=1000, threads=threads, seed=seed, name=f"bench{seed}", device="cpu",
                         results_dir=str(root / "results"), checkpoint_dir=str(root / "ckpt"), data_dir=data_dir)
             for seed in (0, 1)]
 

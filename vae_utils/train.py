@@ -393,7 +393,7 @@ def _stop_between_steps(flag: dict):
 
 
 def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt: dict, *, progress=False, log=print,
-            stop_after_steps=None, on_progress=None, deadline=None):
+            stop_after_steps=None, on_progress=None, deadline=None, runs_in_batch: int = 1):
     """One run's training as a generator: it loads or starts the run, then yields the ``Run``
     whenever it needs a step and is sent back ``(objective, seconds)`` once the step is done (by
     ``drive``, or by a batched driver that steps several runs at once); between steps it keeps
@@ -456,6 +456,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
                 "train_time_s": run.train_time, "samples_per_s": rate, "devices": run.devices,
                 # MCEM's x axis: what one iteration counts (the paper does not say; algorithms.mcem_samples_per_iteration)
                 **({"samples_per_iteration": run.algorithm.per_iteration} if cfg.algorithm == "mcem" else {}),
+                **({"runs_in_batch": runs_in_batch} if runs_in_batch > 1 else {}),  # batched.train_batched
                 "provenance": session}
 
     def write_results(record: dict) -> None:
@@ -467,7 +468,8 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
                desc=cfg.name, mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
     last_ckpt, steps_this_session = time.time(), 0
     # the training objective's minibatch values since the last curve point, summed and counted: their mean is
-    # what anglepy's loop_va logged as the train value (L += _L.mean(); n += 1 ... L /= n), a lagging average
+    # what anglepy's loop_va logged as the train value (L += _L.mean(); n += 1 ... L /= n), a lagging average;
+    # kept in the checkpoint (one from before this field starts the window at the resume)
     window = list(ckpt.get("window", [0.0, 0])) if ckpt is not None else [0.0, 0]
     while run.samples_seen < cfg.samples:
         objective, seconds = yield run

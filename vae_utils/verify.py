@@ -60,8 +60,17 @@ def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int
     config is not a valid run is refused naming its file."""
     # a record from before the by-hand AEVB step (no gradient field): the arithmetic that made it, autograd
     gradient = recorded["config"].get("gradient", "autograd") if recorded["algorithm"] == "aevb" else "auto"
-    # on the kind of device that made it: another device draws other random numbers
-    device = kind_of(recorded)
+    # on the kind of device that made its start: another device draws other random numbers
+    devices = recorded.get("devices") or [{"device": kind_of(recorded), "from_samples": 0}]
+    device = devices[0]["device"]
+    switch = next((d for d in devices[1:] if d["from_samples"] < samples), None)
+    if switch is not None:
+        raise ValueError(f"{path} went on from {device} to {switch['device']} at {switch['from_samples']:,} samples; "
+                         f"verify re-runs a start on one device: pass --samples {switch['from_samples']} or fewer")
+    if recorded.get("runs_in_batch", 1) > 1:
+        raise ValueError(f"{path} was trained in one batched step with {recorded['runs_in_batch'] - 1} other runs "
+                         f"(vmapped, rounded otherwise than a single run); verify re-runs single runs and cannot "
+                         f"re-run it")
     if device == "cuda" and not torch.cuda.is_available():
         gpu = recorded["provenance"].get("gpu") or "a CUDA GPU"
         raise ValueError(f"{path} was made on {gpu}; verify re-runs a record on the kind of device that made it, and "
