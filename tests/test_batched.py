@@ -107,8 +107,13 @@ def test_ctrl_c_stops_every_batched_run_at_a_checkpoint_and_the_rerun_resumes_th
             signal.raise_signal(signal.SIGINT)  # as a user's Ctrl-C: only a flag, read after the step
         return real_step(self)
     monkeypatch.setattr(batched.BatchedStep, "step", step_then_ctrl_c)
-    with pytest.raises(Interrupted, match=r"2 batched runs interrupted, each at its checkpoint \(c0, c1\)"):
-        train_batched(cfgs(tmp_path / "cut"), progress=False, log=lambda *a: None)
+    # Ctrl-C as in a terminal, also where this process was started with SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted, match=r"2 batched runs interrupted, each at its checkpoint \(c0, c1\)"):
+            train_batched(cfgs(tmp_path / "cut"), progress=False, log=lambda *a: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert all((tmp_path / "cut" / "ckpt" / f"c{s}.pt").is_file() for s in (0, 1))
     monkeypatch.setattr(batched.BatchedStep, "step", real_step)
     resumed = train_batched(cfgs(tmp_path / "cut"), progress=False, log=lambda *a: None)
