@@ -347,13 +347,17 @@ class AEVB:
         bound = self.captured() if lr != 0.0 and self.captured is not None else self._by_hand_step(lr)
         return self.cfg.batch_size, bound.mean().item()
 
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next minibatch and its noise eps (L, M, Z), from the run's generator in this order."""
+        x = next(self.batches)
+        # the same draw, from the same generator, as estimators.reparameterize
+        return x, torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype,
+                              device=x.device)
+
     def _by_hand_step(self, lr: float) -> torch.Tensor:
         """One ascent step with the gradient by hand (``sgvb_b_ascent``) on the next minibatch; the
         bound per datapoint."""
-        x = next(self.batches)
-        # the same draw, from the same generator, as estimators.reparameterize
-        eps = torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype,
-                          device=x.device)
+        x, eps = self.draw()
         opt = self.opt
         with torch.no_grad():
             return (sgvb_b_ascent if lr == 0.0 else self.ascent)(x, eps, opt.params, opt.sums, opt.decays, lr,

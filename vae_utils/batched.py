@@ -105,12 +105,7 @@ class BatchedStep:
         return [(a.cfg.batch_size, m) for a, m in zip(self.algorithms, means.tolist())]  # one synchronisation
 
     def _step(self, lr) -> torch.Tensor:
-        xs, noises = [], []
-        for a in self.algorithms:  # each run's own draws, in the single run's order
-            x = next(a.batches)
-            xs.append(x)
-            noises.append(torch.randn((a.cfg.n_samples, len(x), a.model.z_dim), generator=a.rng, dtype=x.dtype,
-                                      device=x.device))
+        xs, noises = zip(*(a.draw() for a in self.algorithms))  # each run's own draws, as it draws them alone
         with torch.no_grad():
             bound = self.step_fn(torch.stack(xs), torch.stack(noises), self.params, self.sums, self.decays, lr,
                                  self.ada_eps, self.gaussian)
