@@ -50,16 +50,6 @@ def old_step_trajectory(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int
     return [bound for bound, _ in trajectory], trajectory[-1][1]
 
 
-@pytest.fixture
-def float64():
-    """In float64 rounding is 1e-16 and stays far below what any change of arithmetic moves, even
-    through the chaotic first steps (in float32 two thread counts of the old step itself part by
-    tens of nats per minibatch around step 150 and by 1.3 nats in the test bound at step 1500)."""
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 @pytest.mark.parametrize("dataset,compile", [("mnist", False), ("mnist", True)])
 def test_the_new_step_follows_the_old_steps_trajectory(data_dir, float64, dataset, compile):
     lr = 0.02

@@ -14,13 +14,6 @@ from vae_utils.train import Run, train
 STEPS = 300
 
 
-@pytest.fixture
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 def _runs(data_dir, dataset="mnist", device="cpu"):
     """Two runs that differ in seed, N (so in the weight decay M/N) and step size."""
     cfgs = [TrainConfig(dataset=dataset, n_z=5, n_hidden=60, n_train=n, lr=lr, seed=seed, adagrad_warmup=20,
