@@ -58,3 +58,28 @@ def test_a_candidates_verdict_weighs_its_distance_to_the_paper_against_the_defau
     assert fidelity.verdict(row(False, +2.5), [default]) == "within 2 sd of the default"  # |2.5| vs |-4|: 1.5 < 2 sd
     assert fidelity.verdict(row(False, -7.0), [default]) == "further from the paper by 3.0"
     assert fidelity.verdict(row(False, -1.0), [row(True, -4.0)]) == "no default to compare"  # one seed: no sd
+
+
+def test_each_mcem_variants_points_are_whole_iterations_and_reach_the_papers_points_for_its_n():
+    from vae_utils.algorithms import mcem_samples_per_iteration
+
+    for variant, points in fidelity.MCEM_POINTS.items():
+        cfg = fidelity.mcem_curve_config(0, variant=variant)
+        per_iteration = mcem_samples_per_iteration(cfg, cfg.n_train)
+        assert all(x % per_iteration == 0 for x in points), variant  # a point is where an iteration ends
+        assert cfg.samples == points[-1] and cfg.n_train == fidelity.mcem_n_train(variant)
+        # the curve spans the paper's first MCEM point on its N, read by interpolation between ours
+        assert points[0] <= min(x for x, _ in fidelity.mcem_paper_curve(cfg.n_train, "train")) <= points[-1]
+    # N = 50,000: 16 N = 800,000 samples per iteration, the paper's 4e7 and 6.8e7 at iterations 50 and 85
+    assert {40_000_000, 68_000_000} <= set(fidelity.MCEM_POINTS["batch_n50000"])
+
+
+def test_the_mcem_seed_table_for_n_50000_has_the_papers_n_50000_columns(tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity, "FIDELITY_DIR", tmp_path)
+    paper = dict(fidelity.mcem_paper_curve(50_000, "train"))
+    points = [{"samples": x, "train": {"appendix_d": v - 2.0}, "test": {"appendix_d": v}} for x, v in paper.items()]
+    (tmp_path / "mcem_batch_n50000_seed0_likelihood_curve.json").write_text(json.dumps({"points": points}))
+    rows = fidelity.mcem_seed_table(n_train=50_000)
+    assert {r["variant"] for r in rows} == {"batch_n50000"}
+    md = fidelity.mcem_seed_markdown(rows, 50_000)
+    assert "ours − paper at 4e7 | at 5e7 | at 6.8e7 |" in md and "| train | 0 | -2.0 | -2.0 | -2.0 |" in md

@@ -193,27 +193,38 @@ MCEM_VARIANTS = {
               "iteration, every gradient evaluation",
               "anglepy wzoptim.py@55f25be `step_batch_mcem` ('Batch MCEM'): `for _ in range(m_steps): "
               "dostep_m(w, z_mcmc)`", {"mcem_m_step": "full_batch"}),
+    "batch_n50000": ("mcem_batch_n50000", "batch MCEM as above on N = 50,000 (Figure 3's right panel)",
+                     "anglepy wzoptim.py@55f25be `step_batch_mcem`; paper Figure 3 (N = 50,000)",
+                     {"mcem_m_step": "full_batch", "n_train": 50_000}),
 }
-# the batch variant's points: its x axis counts 16,000 samples per iteration (N = 1000)
+# each variant's evaluation points, whole iterations under its x-axis count: N + 5M = 1,500 per
+# iteration (capped, uncapped2013), 16 N = 16,000 (batch) and 800,000 (batch_n50000); the last reaches
+# the paper's 4e7 / 5e7 / 6.8e7 (its MCEM points on N = 50,000) at iterations 50 / 63 / 85
 MCEM_BATCH_POINTS = [160_000, 320_000, 592_000, 1_008_000, 2_000_000, 3_008_000, 5_008_000, 10_000_000]
+MCEM_POINTS = {"capped": MCEM_CURVE_POINTS, "uncapped2013": MCEM_CURVE_POINTS, "batch": MCEM_BATCH_POINTS,
+               "batch_n50000": [2_400_000, 4_800_000, 10_400_000, 20_000_000, 30_400_000, 40_000_000, 50_400_000,
+                                68_000_000]}
+
+
+def mcem_n_train(variant: str) -> int:
+    return MCEM_VARIANTS[variant][3].get("n_train", MCEM_N)
 
 
 def mcem_curve_config(seed: int = 0, samples: int | None = None, variant: str = "capped") -> TrainConfig:
     if variant not in MCEM_VARIANTS:
         raise ValueError(f"unknown MCEM variant {variant!r}; valid: {', '.join(MCEM_VARIANTS)}")
     stem, _, _, overrides = MCEM_VARIANTS[variant]
-    points = MCEM_BATCH_POINTS if variant == "batch" else MCEM_CURVE_POINTS
-    return TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=MCEM_N, seed=seed,
-                       samples=samples or points[-1], name=f"{stem}_seed{seed}", results_dir=str(FIDELITY_DIR),
-                       checkpoint_dir=str(CHECKPOINTS), **overrides)
+    return TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, **{"n_train": MCEM_N, **overrides}, seed=seed,
+                       samples=samples or MCEM_POINTS[variant][-1], name=f"{stem}_seed{seed}",
+                       results_dir=str(FIDELITY_DIR), checkpoint_dir=str(CHECKPOINTS))
 
 
 def mcem_curve(seed: int = 0, ll_n: int = 200, variant: str = "capped", report=None):
-    """MCEM on N = 1000 to 1e7 samples, Appendix-D log p(x) of 200 train and test images at 8 points."""
+    """MCEM on the variant's N to its last point, Appendix-D log p(x) of 200 train and test images at
+    each of its 8 points (``MCEM_POINTS``)."""
     from .experiments import figure3_job
 
-    points = MCEM_BATCH_POINTS if variant == "batch" else MCEM_CURVE_POINTS
-    return figure3_job(mcem_curve_config(seed, variant=variant), points, ll_n, 0, report=report)
+    return figure3_job(mcem_curve_config(seed, variant=variant), MCEM_POINTS[variant], ll_n, 0, report=report)
 
 
 def run_mcem(variants, seeds=(0,), ll_n: int = 200, workers: int = 0, progress: bool = True) -> list:
@@ -257,18 +268,27 @@ def mcem_xaxis_table(record: dict, split: str = "train") -> list[dict]:
     return rows
 
 
-def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
-    """Per MCEM variant and split: ours − paper at the paper's 2e6 / 5e6 / 1e7 samples, each run
-    read under the count it was recorded with (N + 5M per iteration today; the batch variant's
-    (L+1) N + 5 N), mean and sd over the seeds whose curve is recorded."""
-    from .experiments import likelihood_curve_path, read_curve_record
+def mcem_paper_curve(n_train: int, split: str) -> list[tuple[float, float]]:
+    """The paper's Figure-3 MCEM points on ``n_train`` datapoints: (samples, log p(x))."""
     from .plotting import load_paper_curves
 
-    paper = {split: sorted((r["training_samples"], r["value"]) for r in load_paper_curves()
-                           if r["figure"] == "figure3" and r["method"] == "mcem" and r["n_train"] == str(MCEM_N)
-                           and r["split"] == split) for split in ("train", "test")}
+    return sorted((r["training_samples"], r["value"]) for r in load_paper_curves()
+                  if r["figure"] == "figure3" and r["method"] == "mcem" and r["n_train"] == str(n_train)
+                  and r["split"] == split)
+
+
+def mcem_seed_table(seeds=(0, 1, 2), n_train: int = MCEM_N) -> list[dict]:
+    """Per MCEM variant on ``n_train`` datapoints and split: ours − paper at the paper's points
+    (2e6 / 5e6 / 1e7 for N = 1000, 4e7 / 5e7 / 6.8e7 for 50,000), each run read under the count it
+    was recorded with (N + 5M per iteration today; the batch variants' (L+1) N + 5 N), mean and sd
+    over the seeds whose curve is recorded."""
+    from .experiments import likelihood_curve_path, read_curve_record
+
+    paper = {split: mcem_paper_curve(n_train, split) for split in ("train", "test")}
     rows = []
     for variant, (_, candidate, source, _) in MCEM_VARIANTS.items():
+        if mcem_n_train(variant) != n_train:
+            continue
         records = {s: read_curve_record(p) for s in seeds
                    if (p := likelihood_curve_path(mcem_curve_config(s, variant=variant))).is_file()}
         for split in ("train", "test"):
@@ -285,11 +305,14 @@ def mcem_seed_table(seeds=(0, 1, 2)) -> list[dict]:
     return rows
 
 
-def mcem_seed_markdown(rows: list[dict]) -> str:
-    lines = ["| variant | source | split | seeds | ours − paper at 2e6 | at 5e6 | at 1e7 |", "|---|---|---|---|---|---|---|"]
+def mcem_seed_markdown(rows: list[dict], n_train: int = MCEM_N) -> str:
+    points = [x for x, _ in mcem_paper_curve(n_train, "train")]
+    points = [x for x in points if any(x in r["ours_minus_paper"] for r in rows)] or points  # the reached ones
+    head = " | ".join(f"{'ours − paper at ' if i == 0 else 'at '}{x:.2g}".replace("e+0", "e") for i, x in enumerate(points))
+    lines = [f"| variant | source | split | seeds | {head} |", "|---|---|---|---|" + "---|" * len(points)]
     for r in rows:
         cells = []
-        for x in (2e6, 5e6, 1e7):
+        for x in points:
             mean, sd = r["ours_minus_paper"].get(x, (None, None))
             cells.append("—" if mean is None else f"{mean:+.1f}" + (f" ± {sd:.1f}" if sd is not None else ""))
         lines.append(f"| {r['candidate']} | {r['source']} | {r['split']} | {','.join(map(str, r['seeds']))} | "
