@@ -96,7 +96,7 @@ def test_quadrature_is_exact_for_a_3d_linear_gaussian():
     torch.testing.assert_close(quadrature_log_likelihood(model, x), model.log_marginal(x), atol=1e-5, rtol=0)
 
 
-# --- the accuracy study (notebook 06) ------------------------------------------------------
+# --- the accuracy study (notebook 07) ------------------------------------------------------
 
 
 def test_the_likelihood_estimators_refuse_bad_input_in_one_line():

@@ -1,7 +1,7 @@
 """Studies of the log p(x) estimators, above the training loop: how accurate each is against
 the truth, what it costs, and the scripts that evaluate trained checkpoints.
 
-Accuracy against the truth (``estimator_accuracy``; notebook 06). For datapoint i and
+Accuracy against the truth (``estimator_accuracy``; notebook 07). For datapoint i and
 independent repeat r, the error of an estimate is e_ir = log p^_ir(x_i) - log p(x_i), with the
 exact log p(x_i) from quadrature (``exact.quadrature_log_likelihood``, z_dim <= 3) or from a
 closed form (``exact.LinearGaussian``). Reported per estimator and sample size:
@@ -548,7 +548,7 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
 
     Per checkpoint and split (train, test): the first ``n`` points (``evaluation_images``, the
     run's own binarisation and training subset), their exact log p(x) by quadrature (the fast
-    grid of notebook 06, checked on the first test point against a grid 1.3x wider and finer),
+    grid of notebook 07, checked on the first test point against a grid 1.3x wider and finer),
     and per estimator the errors e_i = estimate_i - exact_i summarised by ``error_stats``
     (mean |e|, bias = mean e with its standard error, spread = sd e) and the cost in seconds per
     1000 points (one thread, all n points as one batch). ``held`` says whether AIS met

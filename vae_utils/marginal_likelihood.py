@@ -29,7 +29,7 @@ K chains per datapoint start at z_0 ~ p(z) = N(0, I) and pass through f_t(z) = p
 All of them need only ``model.log_joint(x, z)`` and ``model.z_dim`` (and ``model.encode`` for
 importance sampling), so they apply to any model, not only ``VAE``.
 
-Their accuracy against the truth is measured in ``likelihood_studies`` (notebook 06).
+Their accuracy against the truth is measured in ``likelihood_studies`` (notebook 07).
 Cost model: Appendix D runs (n_burnin + L) HMC transitions of n_leapfrog + 1 gradient
 evaluations each, plus one KDE per point (10 bandwidths tried); importance sampling runs one
 encoder pass and K decoder passes per point.
@@ -435,4 +435,4 @@ def bdmc(model, n: int = 100, *, data: tuple[torch.Tensor, torch.Tensor] | None 
             "x": x, "z": z}
 
 
-# --- accuracy against exact log p(x) (notebook 06) ---------------------------------------------
+# --- accuracy against exact log p(x) (notebook 07) ---------------------------------------------

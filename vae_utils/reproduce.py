@@ -1,6 +1,6 @@
 """Re-execute the notebooks in order with papermill, at one budget: the project's main job.
 
-    python -m vae_utils reproduce [--budget quick] [--only 02,04] [--output-dir DIR] [--no-train]
+    python -m vae_utils reproduce [--budget quick] [--only 03,05] [--output-dir DIR] [--no-train]
 
 Each notebook in ``notebooks/`` (``NN_name.ipynb``, in order) runs through papermill's Python
 API with the ``python3`` kernel and the parameters it declares (budget, output_dir,
