@@ -40,6 +40,7 @@ def test_the_estimators_sit_below_the_loop_and_records_below_everything():
     assert package_imports("marginal_likelihood") <= {"checks", "device", "hmc", "models", "estimators"}
     assert not package_imports("device")  # where tensors live: below everything, as records
     assert not package_imports("records")  # paths, reading and writing: imported by every other layer
+    assert not package_imports("claims")  # a verdict knows no figure: the studies build its rows
     modules = [p.stem for p in Path(algorithms.__file__).parent.glob("*.py") if not p.stem.startswith("__")]
     assert not [m for m in modules if "tables" in package_imports(m)]  # the documents' tables: the top layer
     studies = package_imports("likelihood_studies")

@@ -17,6 +17,7 @@
     exact                closed-form and quadrature log p(x) for testing
     sweep                many runs in parallel processes or on a dask cluster
     benchmark            samples/s against the usual PyTorch loop and the matmul limit
+    claims               a claim checked on our numbers: held, not held, or within error
     budgets              the four budgets, where each writes, the notebooks' parameter check
     experiments          the runs each figure needs, Figure 3's log p(x) along training, decoder images
     fidelity             the experiments on the gaps to the paper, their tables
