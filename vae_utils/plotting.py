@@ -286,17 +286,34 @@ def figure2_rows(results: list[dict], paper_rows) -> list[dict]:
     return rows
 
 
+def samples_label(n: float) -> str:
+    """A sample count in the paper's style, as every table and sentence prints one: 1e6, 3.16e5, 2.4e8."""
+    if not n > 0:
+        return str(n)
+    e = math.floor(math.log10(n))
+    m = round(n / 10 ** e, 2)
+    if m >= 10:
+        m, e = m / 10, e + 1
+    return f"{m:g}e{e}"
+
+
+SAMPLE_COLUMNS = ("samples", "target", "x")  # columns ``markdown`` prints as sample counts
+
+
 def markdown(rows: list[dict], columns: dict[str, str], digits: int = 1) -> str:
-    """A markdown table of ``rows`` with ``columns`` (key -> header); None prints as '-'."""
-    def f(v):
+    """A markdown table of ``rows`` with ``columns`` (key -> header); None prints as '-', a
+    sample count (a column named in ``SAMPLE_COLUMNS``) in the paper's style (``samples_label``)."""
+    def f(v, key=None):
         if v is None:
             return "-"
+        if key in SAMPLE_COLUMNS and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return samples_label(v)
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
         return str(v)
 
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(f(r.get(k)) for k in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(f(r.get(k), k) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -15,7 +15,6 @@ suite runs the check, so a table cannot be typed by hand or go stale behind its 
 
 from __future__ import annotations
 
-import math
 import re
 import statistics
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from . import fidelity as FD
 from .benchmark import table as benchmark_table
 from .experiments import figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
-from .plotting import LABELS, PAPER_CSV, likelihood_table, load_paper_curves, load_results, paper_value
+from .plotting import LABELS, PAPER_CSV, likelihood_table, load_paper_curves, load_results, paper_value, samples_label
 from .records import REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performance.md")
@@ -47,13 +46,7 @@ def _pair(train, test, digits: int = 1) -> str:
     return a if a == b else f"{a} / {b}"
 
 
-def _count(n: float) -> str:
-    """A sample count in the paper's style: 1e6, 3.16e5, 2.4e8."""
-    e = math.floor(math.log10(n))
-    m = round(n / 10 ** e, 2)
-    if m >= 10:
-        m, e = m / 10, e + 1
-    return f"{m:g}e{e}"
+_count = samples_label  # a sample count in the paper's style: 1e6, 3.16e5, 2.4e8
 
 
 def _claims(rows: list[dict]) -> list[str]:
