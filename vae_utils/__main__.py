@@ -219,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--output-dir", type=_path, default=None, help="write results, figures, checkpoints and executed notebooks "
                     "under this folder instead of the repository's <kind>/<budget>/ places")
     rp.add_argument("--no-train", action="store_true", help="forbid training: redraw from existing results only")
+    rp.add_argument("--rewrite", action="store_true", help="replace an executed notebook already there that differs "
+                    "(default: keep it and write the new copy beside it as NN_name.new.ipynb)")
     rp.add_argument("--workers", type=_workers, default=0, help="parallel single-thread processes (0: one per core)")
     rp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the notebooks train and estimate: cpu, cuda, or auto (the GPU when torch finds one)")
@@ -353,7 +355,7 @@ def _run(args) -> int:
         t0 = time.time()
         try:
             report = run_notebooks(args.budget, args.only, args.output_dir, allow_training=not args.no_train,
-                                   workers=args.workers, device=args.device)
+                                   workers=args.workers, device=args.device, rewrite=args.rewrite)
         except NotebookFailed as e:
             print(f"python -m vae_utils reproduce: {_one_line(e)}", file=sys.stderr)
             return 1

@@ -1,0 +1,61 @@
+"""`reproduce` leaves the committed record as it is: an executed copy carries no clock, so the
+same records give the same bytes; a copy that differs is kept unless asked to rewrite it."""
+
+import nbformat
+import pytest
+
+from vae_utils import reproduce
+
+
+def _notebook(folder, body):
+    def cell(src, tags=()):
+        return nbformat.v4.new_code_cell(src, metadata={"tags": list(tags)})
+
+    nb = nbformat.v4.new_notebook(cells=[cell('budget: str = "smoke"', ["parameters"]), cell(body)],
+                                  metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nbformat.write(nb, folder / "01_nb.ipynb")
+
+
+@pytest.fixture
+def notebooks(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", src)
+    return src
+
+
+def test_a_rerun_on_the_same_records_gives_the_same_bytes_and_no_clock(tmp_path, notebooks):
+    _notebook(notebooks, "print(6 * 7)")
+    out = tmp_path / "out"
+    first = reproduce.run_notebooks("smoke", output_dir=str(out), log=lambda *a: None)[0]["executed"]
+    data = open(first, "rb").read()
+    text = data.decode()
+    assert "42" in text and not any(k in text for k in ("start_time", "end_time", "duration", "iopub", "shell."))
+    second = reproduce.run_notebooks("smoke", output_dir=str(out), log=lambda *a: None)[0]["executed"]
+    assert second == first and open(second, "rb").read() == data
+    assert sorted(p.name for p in (out / "results" / "notebooks").iterdir()) == ["01_nb.ipynb"]
+
+
+def test_a_copy_that_differs_is_kept_and_the_new_one_written_beside_it_unless_rewrite(tmp_path, notebooks):
+    out = tmp_path / "out"
+    _notebook(notebooks, "print('old')")
+    dst = reproduce.run_notebooks("smoke", output_dir=str(out), log=lambda *a: None)[0]["executed"]
+    _notebook(notebooks, "print('new')")
+    lines = []
+    beside = reproduce.run_notebooks("smoke", output_dir=str(out), log=lines.append)[0]["executed"]
+    assert beside.endswith("01_nb.new.ipynb") and "'old'" in open(dst).read() and "'new'" in open(beside).read()
+    assert "differs from the one at" in lines[-1] and "--rewrite replaces it" in lines[-1]
+    again = reproduce.run_notebooks("smoke", output_dir=str(out), rewrite=True, log=lambda *a: None)[0]["executed"]
+    assert again == dst and "'new'" in open(dst).read()
+
+
+def test_a_failing_notebook_leaves_the_executed_copy_there_untouched(tmp_path, notebooks):
+    out = tmp_path / "out"
+    _notebook(notebooks, "print('good')")
+    dst = reproduce.run_notebooks("smoke", output_dir=str(out), log=lambda *a: None)[0]["executed"]
+    good = open(dst, "rb").read()
+    _notebook(notebooks, "raise RuntimeError('boom')")
+    with pytest.raises(reproduce.NotebookFailed, match=r"(?s)01_nb failed in cell 3 .*boom.*01_nb\.failed\.ipynb"):
+        reproduce.run_notebooks("smoke", output_dir=str(out), rewrite=True, log=lambda *a: None)
+    assert open(dst, "rb").read() == good
