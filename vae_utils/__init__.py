@@ -21,6 +21,7 @@
     budgets              the four budgets, where each writes, the notebooks' parameter check
     experiments          the runs each figure needs, Figure 3's log p(x) along training, decoder images
     fidelity             the experiments on the gaps to the paper, their tables
+    readings             the notebooks' closing words, written from the numbers (claims, gaps, causes)
     plotting             Figures 2-5 in the paper's layout, ours-vs-paper tables, save_figure
     reproduce            the notebooks in order through papermill
     tables               the README's and docs' tables, generated from results/

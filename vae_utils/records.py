@@ -36,6 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results"
 CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 FIGURES_DIR = REPO_ROOT / "figures"
+# the estimators measured against quadrature on Figure 3's models (``likelihood_studies.ais_calibration``):
+# the error every Figure-3 verdict is weighed against, whatever the budget
+AIS_CALIBRATION = RESULTS_DIR / "quick" / "ais_calibration.json"
 
 
 # --- errors -----------------------------------------------------------------------------

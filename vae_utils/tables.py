@@ -50,9 +50,11 @@ _count = samples_label  # a sample count in the paper's style: 1e6, 3.16e5, 2.4e
 
 
 def _claims(rows: list[dict]) -> list[str]:
-    """The notebooks' claim rows as a list: the verdict first, then what was measured."""
-    verdict = {True: "held", False: "**not held**", None: "no verdict"}
-    return [f"- {verdict[r['held']]}: {r['claim']} ({r['measured']})" for r in rows]
+    """Claim rows (``vae_utils.claims``) as a list: the verdict, the claim, what was measured, the
+    margin and the error it was weighed against."""
+    mark = {"not held": "**not held**", "—": "no verdict"}
+    return [f"- {mark.get(r['verdict'], r['verdict'])}: {r['claim']} ({r['measured']}"
+            + (f"; margin {r['margin']}, error {r['error']})" if r["verdict"] != "—" else ")") for r in rows]
 
 
 def _at(record: dict, samples: float, split: str):
@@ -228,24 +230,15 @@ def frey_long_run() -> str:
     its points from 1e6 on (below about 4e5 its curves are a straight line from the initial bound,
     not measurements), with the mean minibatch bound since the previous point (what anglepy
     logged as its train value) beside the bound on the whole training set."""
-    paper = _paper()
-    runs = FD._results(FD.FREY_LONG)
-    if not runs:
+    long = FD.frey_long_points()
+    if long is None:
         return "*(not run yet: `" + FD.command(FD.FREY_LONG, 1e8).replace("<S>", "0") + "`)*"
-    seed, r = min(runs.items())
-    ticks = [10 ** (k / 2) for k in range(12, 17)]
+    seed, r, rows = long
     lines = ["| samples | ours train (whole set) | ours train (minibatch mean, as anglepy logged) | ours test | "
              "paper train / test | ours − paper, test |", "|---|---|---|---|---|---|"]
-    gaps = {}
-    for x in ticks:
-        pt = next((p for p in r["curve"] if abs(p["samples"] - x) <= 0.01 * x), None)
-        if pt is None:
-            continue
-        theirs = [paper_value(paper, "figure2", "frey_face", 20, "aevb", s, x) for s in ("train", "test")]
-        gaps[x] = None if theirs[1] is None else pt["test"] - theirs[1]
-        lines.append(f"| {_count(x)} | {_f(pt['train'], 0)} | {_f(pt.get('train_minibatch_mean'), 0)} | "
-                     f"{_f(pt['test'], 0)} | {_pair(*theirs, 0)} | {_f(gaps[x], 0, sign=True)} |")
-    known = [(x, g) for x, g in gaps.items() if g is not None]
+    lines += [f"| {_count(p['samples'])} | {_f(p['train'], 0)} | {_f(p['minibatch'], 0)} | {_f(p['test'], 0)} | "
+              f"{_pair(p['paper_train'], p['paper_test'], 0)} | {_f(p['gap'], 0, sign=True)} |" for p in rows]
+    known = [(p["samples"], p["gap"]) for p in rows if p["gap"] is not None]
     if len(known) >= 2:
         (x0, g0), (x1, g1) = known[0], known[-1]
         way = ("closes" if abs(g1) <= 20 else "narrows" if abs(g1) < 0.5 * abs(g0) else "stays")

@@ -1,0 +1,51 @@
+"""A notebook's closing words say what its numbers say, at any budget."""
+
+from vae_utils import readings
+from vae_utils.plotting import load_paper_curves
+
+
+def _run(alg, nz, samples, train, test, dataset="mnist"):
+    return {"config": {"n_z": nz, "dataset": dataset}, "algorithm": alg,
+            "curve": [{"samples": samples, "train": train, "test": test}]}
+
+
+def test_figure2s_reading_follows_its_numbers_and_names_each_gap_beyond_the_tolerance(monkeypatch):
+    monkeypatch.setattr(readings, "seed_spread", lambda *a, **k: (1.0, "seed sd (test)"))
+    import vae_utils.experiments as E
+    monkeypatch.setattr(E, "seed_spread", lambda *a, **k: (1.0, "seed sd (test)"))
+    paper = load_paper_curves()
+    # at 1e6 the paper has Nz = 20 AEVB at -126.2 and wake-sleep at -133.2 (train and test on one curve)
+    results = [_run("aevb", 20, 1_000_000, -116.2, -116.5), _run("wake_sleep", 20, 1_000_000, -133.0, -133.4),
+               _run("aevb", 5, 1_000_000, -140.0, -140.2), _run("wake_sleep", 5, 1_000_000, -141.0, -141.2)]
+    text = readings.figure2_reading(results, paper)
+    assert text.startswith("**At 1e6 training samples**")
+    assert "**held** at Nz = 20" in text and "**within error** at Nz = 5" in text  # margin 1.0 against 2 x sd = 2
+    # AEVB Nz = 20 is 10 nats above the paper (beyond 0.5 + 2 x 1): named, with its cause or "not explained yet"
+    assert "AEVB Nz = 20 train +10.0" in text and "AEVB Nz = 20 test +9.7" in text
+    assert "Wake-Sleep Nz = 20" not in text.split("Gaps to the paper")[1]  # within 0.5 nat of the paper's
+
+
+def test_a_reading_at_another_budget_speaks_of_that_budgets_end(monkeypatch):
+    import vae_utils.experiments as E
+    monkeypatch.setattr(E, "seed_spread", lambda *a, **k: (0.5, "seed sd (test)"))
+    monkeypatch.setattr(readings, "seed_spread", lambda *a, **k: (0.5, "seed sd (test)"))
+    results = [_run("aevb", 3, 30_000, -200.0, -201.0), _run("wake_sleep", 3, 30_000, -190.0, -190.5)]
+    text = readings.figure2_reading(results, load_paper_curves())
+    assert text.startswith("**At 3e4 training samples**") and "**not held** at Nz = 3" in text
+    assert "1e6" not in text  # no word about a point this budget does not have
+
+
+def test_figure3s_reading_lists_the_readings_within_error_with_their_margins(monkeypatch):
+    import vae_utils.experiments as E
+    monkeypatch.setattr(E, "appendix_d_error", lambda alg, n, split: 1.0)
+    monkeypatch.setattr(readings, "appendix_d_error", lambda alg, n, split: 1.0)
+
+    def rec(alg, train, test):
+        return {"config": {"n_train": 1000, "n_z": 3}, "algorithm": alg,
+                "points": [{"samples": 2_000_000, "train": {"appendix_d": train}, "test": {"appendix_d": test}}]}
+
+    text = readings.figure3_reading([rec("aevb", -123.72, -139.7), rec("mcem", -123.70, -138.6),
+                                     rec("wake_sleep", -140.3, -148.3)], load_paper_curves())
+    assert "the paper's axes run to 6e7" in text
+    assert "*N = 1,000, train: the methods ordered as the paper's at 2e6 samples*: within error, by a margin of -0.02" \
+        in text
