@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import fidelity as FD
 from .benchmark import table as benchmark_table
-from .experiments import figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
+from .experiments import FIGURE2_LATENTS, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
 from .plotting import LABELS, PAPER_CSV, likelihood_table, load_paper_curves, load_results, paper_value, samples_label
 from .records import REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
 
@@ -249,6 +249,32 @@ def frey_long_run() -> str:
     return "\n".join(lines)
 
 
+def frey_latents() -> str:
+    """Figure 2's Frey Face runs (every latent size, AEVB and wake-sleep, seed 0) trained on past
+    the quick budget, against the paper from 1e6 on: test values (the paper's train curve is the
+    lagging minibatch mean anglepy logged), ours − paper."""
+    paper = _paper()
+    ticks = (10 ** 6, 10 ** 6.5, 10 ** 7)
+    lines = ["| run | samples reached | " + " | ".join(f"test at {_count(x)}: ours / paper (ours − paper)" for x in ticks)
+             + " |", "|---|---|" + "---|" * len(ticks)]
+    long = FD._results(FD.FREY_LONG)
+    for alg in ("aevb", "wake_sleep"):
+        for nz in FIGURE2_LATENTS["frey_face"]:
+            runs = load_results(f"{alg}_frey_face_nz{nz}_h200_grey_nall_seed0.json", RESULTS_DIR)
+            if alg == "aevb" and nz == FD.BASE["frey_face"]["n_z"] and 0 in long:
+                runs.append(long[0])
+            if not runs:
+                continue
+            r = max(runs, key=lambda r: r["samples_seen"])
+            cells = []
+            for x in ticks:
+                ours, theirs = _at(r, x, "test"), paper_value(paper, "figure2", "frey_face", nz, alg, "test", x)
+                cells.append("—" if ours is None else f"{ours:.0f} / {_f(theirs, 0)}"
+                             + ("" if theirs is None else f" ({ours - theirs:+.0f})"))
+            lines.append(f"| {LABELS[alg]}, Nz = {nz} | {_count(r['samples_seen'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def mcem_xaxis() -> str:
     record = read_curve_record(likelihood_curve_path(FD.mcem_curve_config(0)))
     return FD.mcem_markdown({split: FD.mcem_xaxis_table(record, split) for split in ("train", "test")})
@@ -313,7 +339,7 @@ def benchmark_profile() -> str:
 
 TABLES = {f.__name__: f for f in (budgets, quick_figure2_mnist, quick_figure2_frey, quick_figure3, figure2_long_runs, seed_spread,
                                    figure3_long_runs, quadrature, verify_noise, fidelity_frey_face, fidelity_wake_sleep,
-                                   frey_long_run,
+                                   frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, ais_calibration, gaps_remaining, benchmarks, benchmark_profile)}
 
 
