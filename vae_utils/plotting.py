@@ -7,9 +7,13 @@ solid, test dashed. Figure 3: marginal log-likelihood (Appendix D) against train
 decoder means.
 
 The paper's curves, digitized from its bitmaps, ship with the package
-(``vae_utils/paper/``, about +-0.5 nat for MNIST, +-10 nats for Frey Face); they are drawn as
-open markers for comparison only and never written into results/. Every figure is written
-by ``save_figure`` (PNG for the screen, PDF for print) in one seaborn style.
+(``vae_utils/paper/``, about +-0.5 nat for MNIST, +-10 nats for Frey Face); they are drawn for
+comparison only (open markers in Figure 2; whole, as thin light lines through every digitized
+point, on the paper's axes in Figure 3) and never written into results/. In Figures 2 and 3 a
+vertical line marks where this budget's curves stop ("this budget: 1e6"). The figures of the
+derivation notebook (01) and of the estimator study (07) are here too, one function each.
+Every figure is written by ``save_figure`` (PNG for the screen, PDF for print) in one seaborn
+style.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
 
@@ -34,6 +39,15 @@ LABELS = {"aevb": "AEVB", "wake_sleep": "Wake-Sleep", "mcem": "MCEM"}
 
 
 STYLE = {"style": "whitegrid", "context": "paper", "font_scale": 1.1}
+# Figure 2's axes in the paper: x from 1e5 to these many samples, y over these bounds per datapoint
+FIGURE2_XMAX = {"mnist": 2.5e8, "frey_face": 1e8}
+FIGURE2_YLIM = {"mnist": (-150, -95), "frey_face": (0, 1600)}
+# Figure 3's axes in the paper: x from 0 to these many samples per N_train; y up to these values
+FIGURE3_XMAX = {1000: 6e7, 50_000: 6.8e7}
+FIGURE3_YTOP = {1000: -100, 50_000: -120}
+# the paper's digitized curves in Figure 3: thinner and lighter than ours, in the same colours
+PAPER_LINE = {"lw": 1.0, "alpha": 0.5, "ms": 3.5, "mfc": "none"}
+BUDGET_STOP = {"color": "0.35", "ls": "-.", "lw": 1.0}  # the line where this budget's curves stop
 
 
 def use_style() -> None:
@@ -225,22 +239,38 @@ def likelihood_table(paper_rows, directory: Path | None = None) -> str:
 # --- the figure notebooks ----------------------------------------------------------------
 
 def _paper_points(rows, figure, dataset, n_z, method, split, n_train=None):
+    """The digitized (samples, value) points of one paper curve, sorted (``method`` None: of every method)."""
     return sorted((r["training_samples"], r["value"]) for r in rows
-                  if r["figure"] == figure and r["dataset"] == dataset and r["n_z"] == n_z and r["method"] == method
-                  and r["split"] in (split, "both") and (n_train is None or r["n_train"] == str(n_train)))
+                  if r["figure"] == figure and r["dataset"] == dataset and r["n_z"] == n_z
+                  and method in (None, r["method"]) and r["split"] in (split, "both")
+                  and (n_train is None or r["n_train"] == str(n_train)))
+
+
+def mark_budget_stop(ax, samples: float) -> None:
+    """Figures 2 and 3: a vertical line at ``samples``, the last sample count this budget's curves
+    reached in the panel, labelled "this budget: 1e6" (``samples_label``). The line carries
+    ``gid="budget_stop"``; the label is text at its foot (not a legend entry), on the side with room."""
+    ax.axvline(samples, gid="budget_stop", zorder=1, **BUDGET_STOP)
+    lo, hi = ax.get_xlim()
+    scale = (lambda v: math.log10(v)) if ax.get_xscale() == "log" else (lambda v: v)
+    right = (scale(samples) - scale(lo)) / (scale(hi) - scale(lo)) < 0.85  # room for the text right of it
+    ax.annotate(f"this budget: {samples_label(samples)}", xy=(samples, 0.02), xycoords=("data", "axes fraction"),
+                xytext=(3 if right else -3, 0), textcoords="offset points", rotation=90, va="bottom",
+                ha="left" if right else "right", fontsize=7, color=BUDGET_STOP["color"], gid="budget_stop_label")
 
 
 def plot_figure2(results: list[dict], paper_rows, dataset: str):
     """Figure 2 for one dataset: a panel per latent size (the paper's layout), log x axis,
     AEVB red / wake-sleep green, train solid / test dashed, the paper's curves as open markers
-    (circles train, squares test)."""
+    (circles train, squares test), and a vertical line where this budget's curves stop. The
+    axes are the paper's, widened leftwards or downwards only where a short budget's curves
+    would fall outside them."""
     by_nz = {}
     for r in results:
         by_nz.setdefault(r["config"]["n_z"], []).append(r)
     nzs = sorted(by_nz)
     fig, axes = plt.subplots(1, len(nzs), figsize=(3.1 * len(nzs), 3.3), squeeze=False)
-    ylim = {"mnist": (-150, -95), "frey_face": (0, 1600)}[dataset]
-    xmax = {"mnist": 2.5e8, "frey_face": 1e8}[dataset]
+    ylim, xmax = FIGURE2_YLIM[dataset], FIGURE2_XMAX[dataset]
     for ax, nz in zip(axes[0], nzs):
         for r in sorted(by_nz[nz], key=lambda r: r["algorithm"]):
             alg, xs = r["algorithm"], [p["samples"] for p in r["curve"]]
@@ -252,12 +282,16 @@ def plot_figure2(results: list[dict], paper_rows, dataset: str):
                 if pts:
                     ax.plot(*zip(*pts), marker, mfc="none", color=COLORS[alg], ms=4.5, alpha=0.8,
                             label=f"{LABELS[alg]} paper ({split})")
+        stop = max(r["curve"][-1]["samples"] for r in by_nz[nz])
+        left = min(1e5, stop / 3)  # the paper's axes start at 1e5 samples; a shorter budget widens them
         ax.set_xscale("log")
-        ax.set_xlim(1e5, xmax)
+        ax.set_xlim(left, xmax)
         # the paper's y range, widened downwards where a short budget leaves our curves below it
-        ours = [p[k] for r in by_nz[nz] for p in r["curve"] if p["samples"] >= 1e5 for k in ("train", "test")]
+        ours = [p[k] for r in by_nz[nz] for p in r["curve"] if p["samples"] >= left for k in ("train", "test")
+                if p[k] is not None]
         low = min([ylim[0]] + [v - 0.05 * (ylim[1] - ylim[0]) for v in ours])
         ax.set_ylim(max(low, ylim[0] - 3 * (ylim[1] - ylim[0])), ylim[1])
+        mark_budget_stop(ax, stop)
         ax.set_title(f"$N_z$ = {nz}")
         ax.set_xlabel("# training samples evaluated")
     axes[0][0].set_ylabel(r"$\mathcal{L}$ per datapoint")
@@ -302,7 +336,8 @@ SAMPLE_COLUMNS = ("samples", "target", "x")  # columns ``markdown`` prints as sa
 
 def markdown(rows: list[dict], columns: dict[str, str], digits: int = 1) -> str:
     """A markdown table of ``rows`` with ``columns`` (key -> header); None prints as '-', a
-    sample count (a column named in ``SAMPLE_COLUMNS``) in the paper's style (``samples_label``)."""
+    sample count (a column named in ``SAMPLE_COLUMNS``) in the paper's style (``samples_label``),
+    and a "|" inside a cell or header (p(z|x)) escaped so that it does not split the column."""
     def f(v, key=None):
         if v is None:
             return "-"
@@ -310,52 +345,68 @@ def markdown(rows: list[dict], columns: dict[str, str], digits: int = 1) -> str:
             return samples_label(v)
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
-        return str(v)
+        return str(v).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in columns.values()) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(f(r.get(k), k) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def plot_figure3(records: list[dict], paper_rows):
-    """Figure 3: Appendix-D log p(x) along training, one panel per N_train (linear x axis in
-    millions, as the paper); train solid, test dashed; importance sampling dotted; the paper's
-    curves as open markers."""
+def plot_figure3(records: list[dict], paper_rows, *, paper_axes: bool = True):
+    """Figure 3: Appendix-D log p(x) along training, one panel per N_train, on the paper's
+    linear x axes (0-6e7 samples for N_train = 1000, 0-6.8e7 for 50,000; ``FIGURE3_XMAX``).
+
+    Ours as far as this budget reached: train solid, test dashed (dots at the estimated
+    points), importance sampling dotted, a vertical line where the budget stopped. The paper's
+    digitized curves whole, as thin light lines in the same colours through every digitized
+    point (circles train, squares test), labelled "paper". ``paper_axes=False`` fits the x axis
+    to our points instead (a zoom on a short budget)."""
     by_n = {}
     for r in records:
         by_n.setdefault(r["config"]["n_train"], []).append(r)
     ns = sorted(by_n)
-    fig, axes = plt.subplots(1, len(ns), figsize=(5.2 * len(ns), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(ns), figsize=(5.4 * len(ns), 3.9), squeeze=False)
     for ax, n in zip(axes[0], ns):
+        values = []
         for r in sorted(by_n[n], key=lambda r: r["algorithm"]):
             alg = r["algorithm"]
-            xs = [pt["samples"] / 1e6 for pt in r["points"]]
+            xs = [pt["samples"] for pt in r["points"]]
             for split, ls in (("train", "-"), ("test", "--")):
-                ax.plot(xs, [pt[split]["appendix_d"] for pt in r["points"]], ls, marker=".", color=COLORS[alg],
-                        label=f"{LABELS[alg]} ({split})")
+                ys = [pt[split]["appendix_d"] for pt in r["points"]]
+                values += ys
+                ax.plot(xs, ys, ls, marker=".", lw=1.8, color=COLORS[alg], label=f"{LABELS[alg]} ({split})")
                 if any("importance" in pt[split] for pt in r["points"]):
                     ax.plot(xs, [pt[split].get("importance") for pt in r["points"]], ":", color=COLORS[alg], alpha=0.6,
                             label=f"{LABELS[alg]} IS ({split})")
+        for alg in LABELS:
+            for split, ls, marker in (("train", "-", "o"), ("test", "--", "s")):
                 pts = _paper_points(paper_rows, "figure3", "mnist", 3, alg, split, n)
                 if pts:
-                    ax.plot([x / 1e6 for x, _ in pts], [y for _, y in pts], "o" if split == "train" else "s",
-                            mfc="none", color=COLORS[alg], ms=4.5, alpha=0.8, label=f"{LABELS[alg]} paper ({split})")
-        ax.set_title(f"$N_{{train}}$ = {n}")
-        ax.set_xlabel("# training samples evaluated (millions)")
+                    values += [y for _, y in pts]
+                    ax.plot(*zip(*pts), ls, marker=marker, color=COLORS[alg], label=f"{LABELS[alg]} paper ({split})",
+                            gid="paper", **PAPER_LINE)
+        stop = max(pt["samples"] for r in by_n[n] for pt in r["points"])
+        paper_x = [x for x, _ in _paper_points(paper_rows, "figure3", "mnist", 3, None, "train", n)] + \
+                  [x for x, _ in _paper_points(paper_rows, "figure3", "mnist", 3, None, "test", n)]
+        xmax = FIGURE3_XMAX.get(n, max(paper_x + [stop])) if paper_axes else stop * 1.08
+        ax.set_xlim(0, xmax)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        top = max(FIGURE3_YTOP.get(n, -100), max(values) + 2)
+        ax.set_ylim(max(min(values) - 5, -260), top)
+        mark_budget_stop(ax, stop)
+        ax.set_title(f"$N_{{train}}$ = {n:,}")
+        ax.set_xlabel("# training samples evaluated")
         ax.set_ylabel("marginal log-likelihood")
-        # our budget sets the x range: the paper's curves go on to 6e7 (its values are in the table)
-        ours = max(pt["samples"] for r in by_n[n] for pt in r["points"]) / 1e6
-        ax.set_xlim(0, ours * 1.08)
-        lo = min(min(pt[s]["appendix_d"] for pt in r["points"] for s in ("train", "test")) for r in by_n[n])
-        ax.set_ylim(max(lo - 5, -260), -100 if n == 1000 else -120)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=COLORS[a], lw=2, label=LABELS[a]) for a in ("aevb", "wake_sleep", "mcem")]
-    handles += [Line2D([], [], color="k", ls="-", label="train (App. D)"), Line2D([], [], color="k", ls="--", label="test (App. D)"),
-                Line2D([], [], color="k", ls=":", label="importance sampling"),
-                Line2D([], [], color="k", marker="o", mfc="none", ls="", label="paper, train"),
-                Line2D([], [], color="k", marker="s", mfc="none", ls="", label="paper, test")]
-    fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=8, bbox_to_anchor=(0.5, -0.08), frameon=False)
+    handles = [Line2D([], [], color=COLORS[a], lw=2, label=LABELS[a]) for a in LABELS]
+    handles += [Line2D([], [], color="k", ls="-", marker=".", label="ours, train (App. D)"),
+                Line2D([], [], color="k", ls="--", marker=".", label="ours, test (App. D)"),
+                Line2D([], [], color="k", ls=":", label="ours, importance sampling"),
+                Line2D([], [], color="k", ls="-", marker="o", label="paper, train", **PAPER_LINE),
+                Line2D([], [], color="k", ls="--", marker="s", label="paper, test", **PAPER_LINE),
+                Line2D([], [], label="where this budget stopped", **BUDGET_STOP)]
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -389,3 +440,212 @@ def image_grid(images: np.ndarray, ncol: int, *, invert: bool = False, ax=None, 
     ax.set_axis_off()
     ax.set_title(title)
     return fig, ax
+
+
+# --- notebook 01: the derivation, checked on the linear-Gaussian model ------------------------
+
+GRADIENT_COLORS = {"score function": "tab:purple", "reparameterised A": "tab:orange", "reparameterised B": "tab:red"}
+
+
+def plot_bound_vs_perturbation(ts, curves: dict, ts_mc, mc: dict, log_px: float):
+    """Eqs. 1-3 (notebook 01, figure ``bound_vs_perturbation``): the bound L(q) of one datapoint as
+    q moves away from the true posterior, one panel per kind of shift.
+
+    ``curves``: {shift: closed-form L(q) at each t of ``ts``} (e.g. "mean", "log-variance");
+    ``mc``: {shift: [single estimates A at each t of ``ts_mc``]}, drawn as means with ±2
+    standard errors; ``log_px``: the exact log p(x), drawn as a line above the bound, the gap
+    between them (the KL to the posterior) shaded."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.75 * len(curves), 3.6), sharey=True, squeeze=False)
+    for ax, (which, curve) in zip(axes[0], curves.items()):
+        ax.axhline(log_px, color="k", lw=1.2, label="log p(x) (exact)")
+        ax.plot(ts, curve, color="tab:red", lw=2, label=r"$\mathcal{L}(q)$ closed form")
+        ax.fill_between(ts, curve, log_px, color="tab:red", alpha=0.12, label=r"gap = KL(q ‖ p(z|x))")
+        means = [float(m.mean()) for m in mc[which]]
+        # ±2 standard errors of a mean of n single estimates: 2 sd / sqrt(n)
+        two_se = [2 * float(m.std()) / math.sqrt(len(m)) for m in mc[which]]
+        ax.errorbar(ts_mc, means, yerr=two_se, fmt="o", mfc="white", color="tab:blue", ms=5, capsize=2,
+                    label="Monte Carlo, estimator A")
+        ax.set_xlabel(f"shift t of every {which} of q away from p(z|x)")
+        ax.set_title(f"q = p(z|x) with {which}s + t")
+    axes[0][0].set_ylabel("nats")
+    axes[0][0].legend(loc="lower center", fontsize=8)
+    fig.suptitle("The bound lies below log p(x) and touches it at the true posterior (eqs. 1-3)", y=1.02)
+    return fig
+
+
+def plot_gradient_variance(n_samples, variances: dict, repeats: int):
+    """Sections 2.2-2.4, eqs. 6-7 (notebook 01, figure ``gradient_variance_vs_L``): the total
+    variance of each gradient estimator against the number of samples L, log-log, with the 1/L
+    line from its L = 1 value; left the score function against reparameterised B, right
+    estimator A against B. ``variances``: {method: total variance at each L of ``n_samples``}."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharey=True)
+    shown = (["score function", "reparameterised B"], ["reparameterised A", "reparameterised B"])
+    for ax, methods in zip(axes, shown):
+        for m in methods:
+            ax.plot(n_samples, variances[m], "o-", color=GRADIENT_COLORS[m], label=f"{m} (measured)")
+            # an average of L independent terms: variance(L) = variance(1) / L
+            ax.plot(n_samples, variances[m][0] / np.asarray(n_samples, dtype=float), ":", color=GRADIENT_COLORS[m], lw=1)
+        ax.plot([], [], "k:", lw=1, label="1/L from L = 1")
+        ax.set(xscale="log", yscale="log", xlabel="number of samples L")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(r"total variance of $\hat\nabla_{\mu,\log\sigma^2}\mathcal{L}$")
+    axes[0].set_title("score function (Sec. 2.2) vs reparameterisation (Sec. 2.4)")
+    axes[1].set_title("estimator A (eq. 6) vs estimator B (eq. 7)")
+    fig.suptitle(f"Gradient variance vs L (linear-Gaussian, perturbed q, {repeats} repeats per point)", y=1.02)
+    return fig
+
+
+def plot_score_function_ratio(dims, ratios, log_px):
+    """Section 2.2 (notebook 01, figure ``score_function_ratio_vs_dim``): the variance ratio
+    score function / reparameterised B at L = 1 against the number of observed dimensions D,
+    each point annotated with its log p(x)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(dims, ratios, "o-", color=GRADIENT_COLORS["score function"])
+    for d, r, lp in zip(dims, ratios, log_px):
+        ax.annotate(f"log p(x) = {lp:.0f}", (d, r), textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set(xscale="log", yscale="log", xlabel="observed dimensions D", ylabel="variance ratio  score function / reparam. B")
+    ax.set_title("The score function's excess variance against D (L = 1)")
+    return fig
+
+
+def plot_analytic_kl_and_vae_bound(kl_closed, kl_mc, kl_se, log_px, bound_a, bound_b):
+    """Appendix B and eq. 10 (notebook 01, figure ``analytic_kl_and_vae_bound``). Left: the
+    closed-form KL(q ‖ N(0, I)) against its Monte Carlo estimate ``kl_mc`` (±2 ``kl_se``) with
+    y = x. Right: per datapoint of a VAE, log p(x) by quadrature (``log_px``) and the bound by
+    estimators A and B (``bound_a``, ``bound_b``: (samples, points) single estimates, drawn as
+    means ±2 standard errors)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    ax = axes[0]
+    ax.errorbar(kl_closed, kl_mc, yerr=2 * kl_se, fmt="o", ms=3, color="tab:blue", alpha=0.7, elinewidth=0.8,
+                label="Monte Carlo ± 2 s.e.")
+    lim = [0, float(kl_closed.max()) * 1.05]
+    ax.plot(lim, lim, "k--", lw=1, label="y = x")
+    ax.set_xlabel(r"closed form $\frac{1}{2}\sum_j(\mu_j^2+\sigma_j^2-1-\log\sigma_j^2)$")
+    ax.set_ylabel(r"Monte Carlo $\mathbb{E}_q[\log q(z)-\log p(z)]$")
+    ax.set_title("Appendix B: KL(q ‖ N(0, I))")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    i = np.arange(len(log_px))
+    ax.plot(i, log_px, "k_", ms=22, mew=2, label="log p(x) by quadrature")
+    for shift, b, fmt, color, name in ((-0.12, bound_a, "o", "tab:orange", "estimator A (eq. 6)"),
+                                       (0.12, bound_b, "s", "tab:red", "estimator B (eq. 10)")):
+        ax.errorbar(i + shift, b.mean(0), yerr=2 * b.std(0) / math.sqrt(len(b)), fmt=fmt, color=color,
+                    label=f"bound, {name}")
+    ax.set_xticks(i)
+    ax.set(xlabel="datapoint", ylabel="nats", title="An (untrained) VAE: eq. 10 below log p(x)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+# --- notebook 07: the log p(x) estimators against the truth -----------------------------------
+
+ESTIMATOR_LABELS = {"appendix_d": "Appendix D (HMC + KDE)", "importance": "importance sampling (encoder)",
+                    "ais": "AIS (annealed importance sampling)"}
+ESTIMATOR_COLORS = {"appendix_d": "tab:purple", "importance": "tab:orange", "ais": "tab:green"}
+SYMLOG_TICKS = (-30, -10, -3, -1, -0.3, 0, 0.3, 1, 3, 10, 30)  # readable ticks on the bias axes
+
+
+def model_label(record: dict) -> str:
+    """E.g. 'AEVB, Nz = 3, 100 hidden, N = 1000' for a record of the estimator-accuracy study."""
+    c = record["config"]
+    return f"{LABELS[record['algorithm']]}, Nz = {c['n_z']}, {c['n_hidden']} hidden, N = {c['n_train']}"
+
+
+def _plain_log_ticks(axis) -> None:
+    """Plain numbers at 1-2-5 steps on a log axis."""
+    axis.set_major_locator(mticker.LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    axis.set_minor_formatter(mticker.NullFormatter())
+
+
+def _symlog_bias_axis(ax) -> None:
+    """A bias axis: linear within ±1 nat, logarithmic beyond, fixed readable ticks, a zero line."""
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_yscale("symlog", linthresh=1.0)
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_major_locator(mticker.FixedLocator([t for t in SYMLOG_TICKS if lo <= t <= hi]))
+    ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+
+
+def plot_error_vs_samples(records: list[dict], paper_l: int):
+    """Appendix D, importance sampling and AIS against quadrature (notebook 07, figure
+    ``estimator_accuracy_vs_samples``; the estimator of Figure 3): per model (a column), top the
+    mean |error| per datapoint, bottom the bias ±2 standard errors, against L, K or T; a dotted
+    line at the paper's L = ``paper_l``."""
+    fig, axes = plt.subplots(2, len(records), figsize=(3.6 * len(records), 5.6), sharex=True, squeeze=False)
+    for j, r in enumerate(records):
+        for est, color in ESTIMATOR_COLORS.items():
+            rows = [row for row in r["rows"] if row["estimator"] == est]
+            if rows:
+                xs = [row["samples"] for row in rows]
+                axes[0, j].plot(xs, [row["mean_abs_error"] for row in rows], "o-", color=color, label=ESTIMATOR_LABELS[est])
+                axes[1, j].errorbar(xs, [row["bias"] for row in rows], yerr=[2 * (row["bias_sem"] or 0) for row in rows],
+                                    fmt="o-", color=color, capsize=3)
+        for ax in axes[:, j]:
+            ax.set_xscale("log")
+            ax.axvline(paper_l, color="0.5", ls=":", lw=1)
+        axes[0, j].set_yscale("log")
+        _plain_log_ticks(axes[0, j].yaxis)
+        _symlog_bias_axis(axes[1, j])
+        axes[0, j].set_title(model_label(r).replace(f", {r['config']['n_hidden']} hidden", ""), fontsize=9)
+        axes[1, j].set_xlabel("samples per datapoint (L or K) or AIS steps (T)")
+    axes[0, 0].set_ylabel("mean |error| (nat)")
+    axes[1, 0].set_ylabel("bias (nat), ±2 SE")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_vs_cost(records: list[dict]):
+    """Notebook 07, figure ``estimator_accuracy_vs_cost``: each estimator's mean |error| against
+    its seconds per 1000 datapoints (one thread), log-log, one marker per model, each point
+    annotated with its L, K or T."""
+    markers = ["o", "s", "^", "D", "v", "P"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for r, mk in zip(records, markers):
+        for est, color in ESTIMATOR_COLORS.items():
+            rows = [row for row in r["rows"] if row["estimator"] == est]
+            if rows:
+                ax.plot([row["seconds_per_1000"] for row in rows], [row["mean_abs_error"] for row in rows], "-",
+                        marker=mk, color=color, alpha=0.8)
+                for row in rows:
+                    ax.annotate(str(row["samples"]), (row["seconds_per_1000"], row["mean_abs_error"]), fontsize=6,
+                                xytext=(3, 3), textcoords="offset points")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, label=ESTIMATOR_LABELS[e]) for e, c in ESTIMATOR_COLORS.items()]
+    handles += [Line2D([], [], color="0.3", marker=mk, ls="", label=f"{LABELS[r['algorithm']]}, Nz = {r['n_z']}")
+                for r, mk in zip(records, markers)]
+    ax.set(xscale="log", yscale="log", xlabel="seconds per 1000 datapoints (one thread)", ylabel="mean |error| (nat)")
+    for axis in (ax.xaxis, ax.yaxis):
+        _plain_log_ticks(axis)
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    return fig
+
+
+def plot_error_vs_latent_size(rows: list[dict], l_values, dims, marked_nz: int = 5):
+    """The paper's "unreliable above about 5 latent dimensions" (Section 5; notebook 07, figure
+    ``estimator_accuracy_vs_latent_size``): the Appendix-D estimator on linear-Gaussian models,
+    mean |error| (left) and bias ±2 standard errors (right) against Nz, one line per L, a dotted
+    line at Nz = ``marked_nz``. ``rows``: the dimension study's rows (``n_z``, ``samples`` = L)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for L, c in zip(l_values, ["tab:red", "tab:purple", "tab:blue", "tab:green", "tab:brown"]):
+        at_l = [row for row in rows if row["samples"] == L]
+        nz = [row["n_z"] for row in at_l]
+        axes[0].plot(nz, [row["mean_abs_error"] for row in at_l], "o-", color=c, label=f"L = {L}")
+        axes[1].errorbar(nz, [row["bias"] for row in at_l], yerr=[2 * (row["bias_sem"] or 0) for row in at_l],
+                         fmt="o-", color=c, capsize=3)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(list(dims), [str(d) for d in dims])
+        ax.minorticks_off()
+        ax.axvline(marked_nz, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("latent dimensions Nz")
+    axes[0].set(yscale="log", ylabel="mean |error| (nat)", title="Appendix D on linear-Gaussian models")
+    _plain_log_ticks(axes[0].yaxis)
+    _symlog_bias_axis(axes[1])
+    axes[1].set(ylabel="bias (nat), ±2 SE", title="its bias (symmetric-log axis)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
