@@ -29,6 +29,11 @@ Appendix D and importance sampling on a trained run) and ``ais_calibration`` (th
 Figure 3's Nz = 3 models, with the BDMC gap). The estimators themselves are in
 ``marginal_likelihood``; every record written here follows ``records`` (a record of other
 settings is kept and refused).
+
+What the numbers say is computed here too: ``accuracy_claims``, ``dimension_claims`` and
+``ais_calibration_claim`` give ``claims`` rows (held, not held, or within error: each margin
+weighed against two standard errors of what it compares), and ``study_reading`` the prose of
+notebook 07, every number and verdict in it taken from the run.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ from .exact import LinearGaussian, quadrature_log_likelihood, quadrature_setting
 from .experiments import trained_model
 from .marginal_likelihood import (APPENDIX_D, PAPER_L, ais_log_likelihood, check_ais_settings, bdmc,
                                   hmc_kde_log_likelihood, importance_log_likelihood)
-from .plotting import LABELS
+from .claims import claim
+from .plotting import ESTIMATOR_LABELS, LABELS, model_label, samples_label  # noqa: F401 (the study's labels)
 from .records import (RESULTS_DIR, another_computation, check_output_file, differences, existing_record, provenance,
                       write_record)
 from .sweep import MissingResultError
@@ -315,26 +321,21 @@ def dimension_study_job(settings: dict, results_dir, allow_training: bool = True
     return record
 
 
-ESTIMATOR_LABELS = {"appendix_d": "Appendix D (HMC + KDE)", "importance": "importance sampling (encoder)",
-                    "ais": "AIS (annealed importance sampling)"}
-
-
-def model_label(record: dict) -> str:
-    """E.g. 'AEVB, Nz = 3, 100 hidden, N = 1000' for a record of ``estimator_accuracy_job``."""
-    c = record["config"]
-    return f"{LABELS[record['algorithm']]}, Nz = {c['n_z']}, {c['n_hidden']} hidden, N = {c['n_train']}"
-
-
 def accuracy_rows(records: list[dict]) -> list[dict]:
     """One table row per model, estimator and sample size (train and test points pooled)."""
     out = []
     for r in records:
         for row in r["rows"]:
             out.append({"model": model_label(r), "estimator": ESTIMATOR_LABELS[row["estimator"]],
-                        "samples": row["samples"], "bias": f"{row['bias']:+.2f} ± {row['bias_sem'] or 0:.2f}",
+                        "n_samples": row["samples"], "bias": f"{row['bias']:+.2f} ± {row['bias_sem'] or 0:.2f}",
                         "mean_abs_error": row["mean_abs_error"], "std": row["std"], "mc_std": row["mc_std"],
                         "seconds_per_1000": row["seconds_per_1000"], "kde_fallback": row.get("kde_fallback")})
     return out
+
+
+ACCURACY_COLUMNS = {"model": "model", "estimator": "estimator", "n_samples": "L, K or T", "bias": "bias ± SE",
+                    "mean_abs_error": "mean abs error", "std": "spread", "mc_std": "MC spread",
+                    "seconds_per_1000": "s / 1000 points", "kde_fallback": "KDE fallback"}
 
 
 def rows_by(rows, estimator) -> dict:
@@ -342,70 +343,284 @@ def rows_by(rows, estimator) -> dict:
     return {row["samples"]: row for row in rows if row["estimator"] == estimator}
 
 
-def accuracy_claims(records: list[dict], dims: dict | None = None, tol: float = 1.0) -> list[dict]:
-    """What the study can confirm or refute, computed: rows {claim, measured, held}.
+ACCURATE = 1.0  # nat: "accurate" (see accuracy_claims)
+QUADRATURE_TOL = 0.01  # nat: the largest change a finer, wider grid may make to a converged truth
+SE_MULTIPLE = 2  # a claim's error: this many standard errors of the difference it rests on
 
-    ``tol`` (1 nat) is what "accurate" means here: Figure 3's curves of different methods lie
-    several nats apart and were digitized to about +-0.5 nat, so a mean error below 1 nat
-    does not change the figure's reading."""
-    rows = []
+
+def mean_abs_error_sem(errors) -> float:
+    """The standard error of a mean |error| over points: with a_i the mean of |e_ir| over the
+    repeats of point i, sd_i(a_i) / sqrt(n) (0 for one point). ``errors``: (n,) or (n, R)."""
+    e = np.abs(np.asarray(errors, dtype=np.float64))
+    # a_i = mean_r |e_ir|;  SE = sd_i(a_i) / sqrt(n)
+    a = e.reshape(len(e), -1).mean(1)
+    return float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0
+
+
+def paired_difference_sem(errors_a, errors_b) -> float:
+    """The standard error of mean |e_a| - mean |e_b| for two estimators (or settings) run on the
+    same points: with d_i the difference of point i's mean |error| over the repeats, sd_i(d_i) /
+    sqrt(n) (0 for one point). The points' own difficulty cancels, which two separate standard
+    errors would count twice."""
+    a, b = (np.abs(np.asarray(e, dtype=np.float64)) for e in (errors_a, errors_b))
+    # d_i = mean_r |e_a,ir| - mean_r |e_b,ir|;  SE = sd_i(d_i) / sqrt(n)
+    d = a.reshape(len(a), -1).mean(1) - b.reshape(len(b), -1).mean(1)
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+def every(text: str, measured: str, items, error_source: str) -> dict:
+    """A claim that must hold for every item (label, margin, error), as one ``claims.claim`` row.
+
+    Its verdict is the worst item's: ``claims.verdict`` depends on margin / error alone (held
+    above 1, not held below -1), so the item with the lowest ratio decides, and the row shows
+    that item's margin and error and names it."""
+    def ratio(item):
+        _, m, e = item
+        return m / e if e > 0 else (math.copysign(math.inf, m) if m else 0.0)
+
+    items = list(items)
+    label, margin, error = min(items, key=ratio)
+    return claim(text, measured, margin, error, f"{error_source}; decided by {label}" if len(items) > 1 else error_source)
+
+
+def accuracy_claims(records: list[dict], dims: dict | None = None, tol: float = ACCURATE) -> list[dict]:
+    """What the study can confirm or refute, as ``claims.claim`` rows {claim, measured, margin,
+    error, verdict}: held, not held, or within error.
+
+    Each comparison is weighed against ``SE_MULTIPLE`` standard errors of what it compares: of
+    a mean |error| (``mean_abs_error_sem``: its spread over the points), of a bias (the study's
+    ``bias_sem``), or of a difference of two (their root sum of squares); the quadrature check
+    is deterministic (error 0). A claim over several models or sample sizes takes the verdict
+    of the one that decides it (``every``). ``tol`` (1 nat) is what "accurate" means here:
+    Figure 3's curves of different methods lie several nats apart and were digitized to about
+    +-0.5 nat, so a mean error below 1 nat does not change the figure's reading."""
+    k, rows = SE_MULTIPLE, []
     short = {id(r): f"{LABELS[r['algorithm']]} Nz={r['n_z']}" for r in records}
-    quad = [r["quadrature"]["check"]["abs_diff"] for r in records]
-    rows.append({"claim": "the quadrature truth is converged (finer, wider grid changes it by < 0.01 nat)",
-                 "measured": f"largest change {max(quad):.1e} nat", "held": max(quad) < 0.01})
-    at_l = {short[id(r)]: rows_by(r["rows"], "appendix_d").get(PAPER_L) for r in records}
-    at_l = {k: v["mean_abs_error"] for k, v in at_l.items() if v}
+    mae_src, bias_src = f"{k} SE of the mean |error| over the points", f"{k} SE of the bias"
+
+    def sem(row):
+        return mean_abs_error_sem(row["errors"])
+
+    quad = {short[id(r)]: r["quadrature"]["check"]["abs_diff"] for r in records}
+    rows.append(every(f"the quadrature truth is converged (a finer, wider grid changes it by < {QUADRATURE_TOL:g} nat)",
+                      f"largest change {max(quad.values()):.1e} nat",
+                      [(m, QUADRATURE_TOL - v, 0.0) for m, v in quad.items()], "deterministic grids"))
+    at_l = [(short[id(r)], row) for r in records if (row := rows_by(r["rows"], "appendix_d").get(PAPER_L))]
     if at_l:
-        rows.append({"claim": f"Appendix D at the paper's L = {PAPER_L} is accurate for Nz <= 3 "
-                              f"(mean abs error < {tol:g} nat on every model)",
-                     "measured": ", ".join(f"{k} {v:.2f}" for k, v in at_l.items()),
-                     "held": max(at_l.values()) < tol})
-    falls = {}
+        rows.append(every(f"Appendix D at the paper's L = {PAPER_L} is accurate for Nz <= 3 (mean abs error < {tol:g} "
+                          f"nat on every model)",
+                          ", ".join(f"{m} {row['mean_abs_error']:.2f} ± {sem(row):.2f}" for m, row in at_l),
+                          [(m, tol - row["mean_abs_error"], k * sem(row)) for m, row in at_l], mae_src))
+
+    def falls(estimator, letter, what):
+        pairs = [(short[id(r)], d[min(d)], d[max(d)]) for r in records
+                 if len(d := rows_by(r["rows"], estimator)) > 1]
+        if pairs:
+            lo, hi = pairs[0][1]["samples"], pairs[0][2]["samples"]
+            rows.append(every(f"{what} error falls as {letter} grows ({letter} = {lo} -> {hi}, every model)",
+                              ", ".join(f"{m} {a['mean_abs_error']:.2f} -> {b['mean_abs_error']:.2f}" for m, a, b in pairs),
+                              [(m, a["mean_abs_error"] - b["mean_abs_error"], k * paired_difference_sem(a["errors"], b["errors"]))
+                               for m, a, b in pairs], f"{k} SE of the difference, paired over the same points"))
+
+    falls("appendix_d", "L", "Appendix-D")
+    enc = [(short[id(r)], rows_by(r["rows"], "importance")) for r in records if rows_by(r["rows"], "importance")]
+    if enc:
+        rows.append(every("importance sampling under-estimates, as a stochastic lower bound must (bias < 0, every "
+                          "model and K)",
+                          ", ".join(f"{m} {min(x['bias'] for x in d.values()):+.2f} … {max(x['bias'] for x in d.values()):+.2f}"
+                                    for m, d in enc),
+                          [(f"{m} K={K}", -x["bias"], k * (x["bias_sem"] or 0.0)) for m, d in enc for K, x in d.items()],
+                          bias_src))
+    falls("importance", "K", "importance-sampling")
+    ais = [(short[id(r)], d[max(d)]) for r in records if (d := rows_by(r["rows"], "ais"))]
+    if ais:
+        T = max(row["samples"] for _, row in ais)
+        rows.append(every(f"AIS with T = {T} steps is within {AIS_TOLERANCE:g} nat of the truth (mean abs error, every "
+                          f"model)", ", ".join(f"{m} {row['mean_abs_error']:.2f} ± {sem(row):.2f}" for m, row in ais),
+                          [(m, AIS_TOLERANCE - row["mean_abs_error"], k * sem(row)) for m, row in ais], mae_src))
+        rows.append(every(f"AIS with T = {T} steps is unbiased to within {AIS_TOLERANCE:g} nat (abs bias, every model)",
+                          ", ".join(f"{m} {row['bias']:+.2f} ± {row['bias_sem'] or 0:.2f}" for m, row in ais),
+                          [(m, AIS_TOLERANCE - abs(row["bias"]), k * (row["bias_sem"] or 0.0)) for m, row in ais],
+                          bias_src))
+    if dims:
+        rows += dimension_claims(dims, tol)
+    return rows
+
+
+def dimension_claims(dims: dict, tol: float = ACCURATE) -> list[dict]:
+    """The paper's remark that the Appendix-D estimator "becomes unreliable above about 5 latent
+    dimensions", checked on the linear-Gaussian study at the paper's L as three claims rows:
+    accurate (mean |error| < ``tol``) at Nz <= 3; inaccurate (> ``tol``) at every Nz above 5;
+    and an error that grows with Nz at every step of the series. Each is weighed against
+    ``SE_MULTIPLE`` standard errors of the mean |errors| it compares; where the KDE gave way
+    to the diagonal-Gaussian fallback, the measured column says for how many points."""
+    k = SE_MULTIPLE
+    d = {row["n_z"]: row for row in dims["rows"] if row["samples"] == PAPER_L}
+    if not d:
+        return []
+    nzs = sorted(d)
+    sem = {nz: mean_abs_error_sem(d[nz]["errors"]) for nz in nzs}
+    mae = {nz: d[nz]["mean_abs_error"] for nz in nzs}
+    series = ", ".join(f"Nz={nz} {mae[nz]:.2f}" + (f" (fallback {d[nz]['kde_fallback']:.0%})" if d[nz].get("kde_fallback")
+                                                   else "") for nz in nzs)
+    src = f"{k} SE of the mean |error| over the points"
+    rows = []
+    low, high = [nz for nz in nzs if nz <= 3], [nz for nz in nzs if nz > 5]
+    if low:
+        rows.append(every(f"Appendix D at L = {PAPER_L} is accurate at Nz <= 3 on linear-Gaussian models (mean abs error "
+                          f"< {tol:g} nat)", ", ".join(f"Nz={nz} {mae[nz]:.2f}" for nz in low),
+                          [(f"Nz={nz}", tol - mae[nz], k * sem[nz]) for nz in low], src))
+    if high:
+        rows.append(every(f"paper: it becomes unreliable above about 5 latent dimensions (mean abs error > {tol:g} nat "
+                          f"at every Nz > 5)", ", ".join(f"Nz={nz} {mae[nz]:.2f}" for nz in high),
+                          [(f"Nz={nz}", mae[nz] - tol, k * sem[nz]) for nz in high], src))
+    if len(nzs) > 1:
+        rows.append(every(f"its error grows with Nz at every step (L = {PAPER_L})", series,
+                          [(f"Nz={a}->{b}", mae[b] - mae[a], k * math.hypot(sem[a], sem[b])) for a, b in zip(nzs, nzs[1:])],
+                          f"{k} SE of the difference of the two mean |errors|"))
+    return rows
+
+
+def cost_ratios(records: list[dict]) -> dict:
+    """Per model (``model_label``): the seconds of AIS at its largest T over those of Appendix D
+    at the paper's L, both per 1000 points on one thread (models with both)."""
+    out = {}
     for r in records:
-        d = rows_by(r["rows"], "appendix_d")
-        if len(d) > 1:
-            falls[short[id(r)]] = (d[min(d)]["mean_abs_error"], d[max(d)]["mean_abs_error"], min(d), max(d))
-    if falls:
-        lo, hi = next(iter(falls.values()))[2:]
-        rows.append({"claim": f"Appendix-D error falls as L grows (L = {lo} -> {hi})",
-                     "measured": ", ".join(f"{k} {a:.2f} -> {b:.2f}" for k, (a, b, *_) in falls.items()),
-                     "held": all(b < a for a, b, *_ in falls.values())})
+        ais, app_d = rows_by(r["rows"], "ais"), rows_by(r["rows"], "appendix_d").get(PAPER_L)
+        if ais and app_d:
+            out[model_label(r)] = ais[max(ais)]["seconds_per_1000"] / app_d["seconds_per_1000"]
+    return out
+
+
+def _span(values, fmt: str = ".0f") -> str:
+    """'30-40' for a range of values, or the one value where they read the same."""
+    lo, hi = f"{min(values):{fmt}}", f"{max(values):{fmt}}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def study_reading(records: list[dict], dims: dict | None, settings: dict, tol: float = ACCURATE) -> str:
+    """The notebook's reading of the study (notebook 07), as Markdown built from this run's
+    numbers and the verdicts of ``accuracy_claims``: every sentence that states a number, a
+    comparison or a verdict is computed here, so it is right at every budget."""
+    verdict = {r["claim"]: r["verdict"] for r in accuracy_claims(records, dims, tol)}
+
+    def v(prefix):
+        hit = [c for c in verdict if c.startswith(prefix)]
+        return f"**{verdict[hit[0]]}**" if hit else "not measured"
+
+    parts = ["**Reading the study.** The verdicts are those of the summary table above (held, not held, or within "
+             f"{SE_MULTIPLE} standard errors of the line). Every number rests on {settings['n']} train + "
+             f"{settings['n']} test points per model and {settings['repeats']} repeats per estimate; at the smoke "
+             "budget the models are barely trained, and there the numbers only show that the study runs."]
     enc = [r for r in records if rows_by(r["rows"], "importance")]
     if enc:
-        z = {short[id(r)]: max(row["bias"] / max(row["bias_sem"] or 0, 1e-12)
-                               for row in rows_by(r["rows"], "importance").values())
-             for r in enc}
-        rows.append({"claim": "importance sampling is a stochastic lower bound (bias <= 0 within 3 standard errors, every K)",
-                     "measured": "largest bias / SE: " + ", ".join(f"{k} {v:+.1f}" for k, v in z.items()),
-                     "held": max(z.values()) <= 3})
-        f = {}
-        for r in enc:
-            d = rows_by(r["rows"], "importance")
-            f[short[id(r)]] = (d[min(d)]["mean_abs_error"], d[max(d)]["mean_abs_error"], min(d), max(d))
-        lo, hi = next(iter(f.values()))[2:]
-        rows.append({"claim": f"importance-sampling error falls as K grows (K = {lo} -> {hi})",
-                     "measured": ", ".join(f"{k} {a:.2f} -> {b:.2f}" for k, (a, b, *_) in f.items()),
-                     "held": all(b < a for a, b, *_ in f.values())})
-    ais = {short[id(r)]: rows_by(r["rows"], "ais") for r in records}
-    ais = {k: v[max(v)] for k, v in ais.items() if v}
-    if ais:
-        T = max(row["samples"] for row in ais.values())
-        rows.append({"claim": f"AIS with T = {T} steps is within {AIS_TOLERANCE:g} nat of the truth on every model "
-                              f"(mean abs error), and unbiased within 3 standard errors or {AIS_TOLERANCE:g} nat",
-                     "measured": ", ".join(f"{k} {v['mean_abs_error']:.2f} ({v['bias']:+.2f})" for k, v in ais.items()),
-                     "held": all(v["mean_abs_error"] < AIS_TOLERANCE and
-                                 abs(v["bias"]) <= max(3 * (v["bias_sem"] or 0), AIS_TOLERANCE) for v in ais.values())})
+        biases = [x["bias"] for r in enc for x in rows_by(r["rows"], "importance").values()]
+        parts.append("*Importance sampling* with the encoder is a stochastic lower bound by Jensen's inequality; its "
+                     f"measured bias lies between {min(biases):+.2f} and {max(biases):+.2f} nat over the models and "
+                     f"K (that it under-estimates: {v('importance sampling under-estimates')}). It errs most where "
+                     "the encoder's q(z|x) misses part of the posterior, and more samples help (that its error falls "
+                     f"as K grows: {v('importance-sampling error falls')}).")
+    at_l = {id(r): rows_by(r["rows"], "appendix_d").get(PAPER_L) for r in records}
+    d_rows = [r for r in records if at_l[id(r)]]
+    if d_rows:
+        l_min = min(settings["l_values"])
+        fallback = [rows_by(r["rows"], "appendix_d")[l_min].get("kde_fallback") or 0.0 for r in records
+                    if l_min in rows_by(r["rows"], "appendix_d")]
+        ks = [k for r in d_rows if (k := equal_cost_k(r["rows"], at_l[id(r)]["seconds_per_1000"]))]
+        text = ("*Appendix D* samples the posterior itself; its bias can have either sign (upward by Jensen's "
+                "inequality, downward when the chains miss mass or the held-out half of a chain sits near the KDE's "
+                f"kernels; see the module docstring). At the paper's L = {PAPER_L} its bias is "
+                + ", ".join(f"{LABELS[r['algorithm']]} Nz={r['n_z']} {at_l[id(r)]['bias']:+.2f} ± "
+                            f"{at_l[id(r)]['bias_sem'] or 0:.2f}" for r in d_rows)
+                + f" nat (accurate there, below {tol:g} nat: {v('Appendix D at the paper')}; an error that falls as "
+                f"L grows: {v('Appendix-D error falls')}).")
+        if fallback:
+            text += (f" At L = {l_min} the {l_min // 2} fitting samples are often too few for a KDE: the "
+                     f"diagonal-Gaussian fallback served {_span([100 * f for f in fallback])} % of the points.")
+        text += (f" Its price is the HMC burn-in ({settings['hmc']['n_burnin']} transitions), paid whatever L: at "
+                 f"L = {PAPER_L} it costs {_span([at_l[id(r)]['seconds_per_1000'] for r in d_rows])} s per 1000 "
+                 "points on one thread")
+        text += (f", as much as importance sampling with K ≈ {' to '.join(dict.fromkeys(samples_label(k) for k in (min(ks), max(ks))))}."
+                 if ks else ".")
+        parts.append(text)
     if dims:
-        d = {row["n_z"]: row["mean_abs_error"] for row in dims["rows"] if row["samples"] == PAPER_L}
-        low = [v for k, v in d.items() if k <= 3]
-        high = [v for k, v in d.items() if k > 5]
-        if low and high:
-            rows.append({"claim": f"paper: the estimator becomes unreliable above about 5 latent dimensions "
-                                  f"(linear-Gaussian, L = {PAPER_L}: error < {tol:g} nat at Nz <= 3, "
-                                  f"> {tol:g} nat and > 2x that above 5)",
-                         "measured": ", ".join(f"Nz={k} {v:.2f}" for k, v in sorted(d.items())),
-                         "held": max(low) < tol and max(high) > max(tol, 2 * max(low))})
-    return rows
+        d = {row["n_z"]: row for row in dims["rows"] if row["samples"] == PAPER_L}
+        if d:
+            fb = {nz: row["kde_fallback"] for nz, row in d.items() if row.get("kde_fallback")}
+            text = (f"*Latent size.* On the linear-Gaussian models Appendix D at L = {PAPER_L} has mean |error| "
+                    + ", ".join(f"{d[nz]['mean_abs_error']:.2f} (Nz = {nz})" for nz in sorted(d))
+                    + f" nat. Accurate at Nz <= 3: {v('Appendix D at L =')}; unreliable above 5 (the paper's remark, and "
+                    f"its reason to keep Figure 3 at Nz = 3): {v('paper: it becomes unreliable')}; an error that grows "
+                    f"with Nz at every step: {v('its error grows with Nz')}.")
+            if fb:
+                text += (" Where the KDE's fitting samples are too few for Nz dimensions the diagonal-Gaussian "
+                         "fallback takes over (" + ", ".join(f"{f:.0%} of the points at Nz = {nz}"
+                                                            for nz, f in sorted(fb.items()))
+                         + "), and it happens to suit these near-Gaussian posteriors, so the series need not rise "
+                         "at every step.")
+            parts.append(text)
+    ais = [(r, d[max(d)]) for r in records if (d := rows_by(r["rows"], "ais"))]
+    if ais:
+        T = max(row["samples"] for _, row in ais)
+        best = sum(row["mean_abs_error"] <= min(x["mean_abs_error"] for x in r["rows"]) for r, row in ais)
+        ratios = cost_ratios(records)
+        shrinks = [d[min(d)]["mean_abs_error"] > d[max(d)]["mean_abs_error"] for r in records
+                   if len(d := rows_by(r["rows"], "ais")) > 1]
+        text = ("**AIS, the third column.** Annealing from the prior to the posterior through p(z) p(x|z)^β, with "
+                "step sizes fixed per transition by a short pilot run, gives a stochastic lower bound")
+        text += (f"; its mean |error| falls from T = {min(settings['ais_steps'])} to T = {T} on {sum(shrinks)} of "
+                 f"{len(shrinks)} models" if shrinks else "")
+        text += (f". At T = {T} ({settings['ais']['num_chains']} chains) its mean |error| is "
+                 + ", ".join(f"{row['mean_abs_error']:.2f}" for _, row in ais)
+                 + f" nat; it is the most accurate of the three estimators on {best} of {len(ais)} models")
+        text += (f", at {_span(ratios.values(), '.2g')} times the cost of Appendix D at L = {PAPER_L}." if ratios
+                 else ".")
+        text += (" It is the truth to use where quadrature is out of reach (Nz > 3): "
+                 "`vae_utils.marginal_likelihood.ais_log_likelihood`, and `bdmc` for its upper bound on simulated "
+                 "data.")
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def quadrature_rows(records: list[dict]) -> list[dict]:
+    """One row per model of the truth's own accuracy: the quadrature grids, their box, the
+    seconds per point, the change on the finer, wider check grid, and the mean exact log p(x)."""
+    out = []
+    for r in records:
+        q, nz = r["quadrature"], r["n_z"]
+        out.append({"model": model_label(r), "grid": f"{q['n_grid']}^{nz}", "coarse": f"{q['n_coarse']}^{nz}",
+                    "width": q["width"], "sec": q["seconds_per_point"], "check": f"{q['check']['abs_diff']:.1e}",
+                    "cgrid": f"{q['check']['n_grid']}^{nz}, ±{q['check']['width']:g} sd",
+                    "exact": float(np.mean(r["exact"]))})
+    return out
+
+
+QUADRATURE_COLUMNS = {"model": "model", "grid": "final grid", "coarse": "first grid", "width": "box (± posterior sd)",
+                      "sec": "seconds / point", "cgrid": "check grid", "check": "|change| on the check grid (nat)",
+                      "exact": "mean exact log p(x)"}
+
+
+def dimension_rows(dims: dict) -> list[dict]:
+    """The linear-Gaussian study as table rows: Nz, L, bias ± SE, mean |error|, spread, KDE
+    fallback, seconds per 1000 points."""
+    return [{"nz": row["n_z"], "L": row["samples"], "bias": f"{row['bias']:+.2f} ± {row['bias_sem'] or 0:.2f}",
+             "mae": row["mean_abs_error"], "std": row["std"], "fallback": row["kde_fallback"],
+             "sec": row["seconds_per_1000"]} for row in dims["rows"]]
+
+
+DIMENSION_COLUMNS = {"nz": "Nz", "L": "L", "bias": "bias ± SE", "mae": "mean abs error", "std": "spread",
+                     "fallback": "KDE fallback", "sec": "s / 1000 points"}
+
+
+def dimension_posterior_sd(dims: dict) -> tuple[float, float]:
+    """The smallest and largest posterior standard deviation (square roots of the eigenvalues
+    of the posterior covariance) over the linear-Gaussian models of the dimension study."""
+    m, sds = dims.get("model", DIMENSION_MODEL), []
+    for nz in dims["settings"]["dims"]:
+        model = LinearGaussian.random(x_dim=m["x_dim"], z_dim=nz, sigma=m["sigma"], seed=dims["settings"]["seed"] + nz,
+                                      orthogonal=m["orthogonal"])
+        sds += torch.linalg.eigvalsh(model.post_cov).sqrt().tolist()
+    return min(sds), max(sds)
 
 
 def paper_comparison(records: list[dict], dims: dict, settings: dict) -> list[dict]:
@@ -426,7 +641,7 @@ def paper_comparison(records: list[dict], dims: dict, settings: dict) -> list[di
          "ours": ", ".join(f"{name(r)}: {at[id(r)]['seconds_per_1000']:.0f} s" for r in records if at[id(r)])
                  + " per 1000 points, one thread"},
         {"what": f"importance samples K of the same cost as L = {PAPER_L}", "paper": "-",
-         "ours": ", ".join(f"{name(r)}: K ~ {k:.2g}" for r in records
+         "ours": ", ".join(f"{name(r)}: K ~ {samples_label(k)}" for r in records
                            if at[id(r)] and (k := equal_cost_k(r["rows"], at[id(r)]["seconds_per_1000"]))) or "-"},
     ]
 
@@ -551,8 +766,11 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     grid of notebook 07, checked on the first test point against a grid 1.3x wider and finer),
     and per estimator the errors e_i = estimate_i - exact_i summarised by ``error_stats``
     (mean |e|, bias = mean e with its standard error, spread = sd e) and the cost in seconds per
-    1000 points (one thread, all n points as one batch). ``held`` says whether AIS met
-    ``AIS_TOLERANCE`` (mean |e| < 0.2 nat) on every model and split. Writes ``out`` (default
+    1000 points (one thread, all n points as one batch). The summary's ``verdict`` (with its
+    ``margin`` and ``error``; ``ais_calibration_claim``) says whether AIS met ``AIS_TOLERANCE``
+    (mean |e| < 0.2 nat) on every model and split, weighed against 2 standard errors; ``held``
+    (the worst mean |e| below the tolerance, no error weighed) is kept as older records have
+    it. Writes ``out`` (default
     results/quick/ais_calibration.json) after every model, with settings, seed and provenance.
     """
 
@@ -658,8 +876,34 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
         log(f"{name} BDMC gap {b['gap']:.3f} ± {b['gap_sem']:.3f} nat on {bdmc_n} simulated points")
         record["models"].append(entry)
         worst = max(e["splits"][s]["ais"]["mean_abs_error"] for e in record["models"] for s in e["splits"])
+        row = ais_calibration_claim(record)
+        # "held" (worst < tolerance, no error weighed) is the field records before three verdicts carry
         record["summary"] = {"ais_worst_mean_abs_error": worst, "held": worst < AIS_TOLERANCE,
+                             **{k: row[k] for k in ("margin", "error", "verdict")},
                              "complete": len(record["models"]) == len(checkpoints)}
         write_record(out, record, what, lambda old: {m["name"] for m in old["models"]} <= done | {entry["name"]})
         done.add(name)
     return record
+
+
+def ais_calibration_claim(record: dict) -> dict:
+    """The AIS calibration's claim as a ``claims.claim`` row: AIS within the record's tolerance
+    of quadrature (mean |error|) on every model and split, each weighed against ``SE_MULTIPLE``
+    standard errors of its mean |error| over the points (``every``).
+
+    It is computed from the per-point estimates the record keeps (AIS and quadrature), so a
+    record written before verdicts had three values (its summary says only ``held``) reads the
+    same way as a new one; a committed record is never rewritten."""
+    tol, k, items, worst = record["settings"]["tolerance"], SE_MULTIPLE, [], {}
+    for m in record["models"]:
+        for split, s in m["splits"].items():
+            # e_i = AIS_i - quadrature_i
+            e = np.asarray(s["ais"]["estimates"], dtype=np.float64) - np.asarray(s["quadrature"]["estimates"])
+            label = f"{LABELS[m['algorithm']]} N={m['n_train']} {split}"
+            items.append((label, tol - s["ais"]["mean_abs_error"], k * mean_abs_error_sem(e)))
+            worst[label] = s["ais"]["mean_abs_error"]
+    label = max(worst, key=worst.get)
+    return every(f"AIS with T = {record['settings']['ais']['num_steps']} steps is within {tol:g} nat of quadrature "
+                 f"(mean abs error, every model and split)",
+                 f"worst {worst[label]:.3f} nat ({label}) over {len(items)} model-splits", items,
+                 f"{k} SE of the mean |error| over the points")
