@@ -105,3 +105,18 @@ def test_the_seed_spread_is_the_sd_of_the_committed_seeds_at_that_sample_count()
     sd, where = E.seed_spread("mnist", 1e6)
     assert sd == pytest.approx(max(sds)) and "3 seeds" in where
     assert E.seed_spread("mnist", 1e12)[0] is None  # no committed run reaches that far
+
+
+def test_the_image_claims_errors_are_two_standard_errors_of_their_spread():
+    import numpy as np
+
+    from vae_utils import experiments as E
+
+    assert E.two_se([1.0, 2.0, 3.0, 4.0]) == pytest.approx(2 * np.std([1, 2, 3, 4], ddof=1) / 2)
+    images = np.arange(40.0).reshape(10, 4)
+    # a statistic equal on every fold has no spread; the mean over folds spreads as the folds' means
+    assert E.fold_error(lambda x: 1.0, images, 5) == 0.0
+    assert E.fold_error(lambda x: x.mean(), images, 5) == pytest.approx(E.two_se(images.reshape(5, 8).mean(1)))
+    tile = np.random.default_rng(0).random((2, 2, 3))  # one 2 x 2 quadrant repeated: four equal ratios
+    grid = np.tile(tile, (2, 2, 1)).reshape(16, 3)
+    assert E.quadrant_error(grid, 4) == pytest.approx(0.0, abs=1e-12)

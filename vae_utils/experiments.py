@@ -514,5 +514,27 @@ def neighbour_ratio(images: np.ndarray, n: int) -> float:
     return float(near.mean() / d[~np.eye(len(d), dtype=bool)].mean())
 
 
-__all__ = ["rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "figure3_tasks", "seed_spread", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
+# --- the errors Figure 4/5's claims are weighed against (vae_utils.claims) ------------------------
+
+def two_se(values) -> float:
+    """Two standard errors of the mean of independent values: 2 sd / sqrt(n)."""
+    values = np.asarray(values, dtype=float)
+    return float(2 * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def fold_error(statistic, images: np.ndarray, folds: int = 5) -> float:
+    """Two standard errors of ``statistic(images)``, from its spread over ``folds`` equal parts
+    of the images (e.g. the test images a coverage is measured against)."""
+    return two_se([statistic(part) for part in np.array_split(images, folds)])
+
+
+def quadrant_error(images: np.ndarray, n: int) -> float:
+    """Two standard errors of an n x n grid's ``neighbour_ratio``, from its spread over the grid's
+    four quadrants."""
+    g, h = images.reshape(n, n, *images.shape[1:]), n // 2
+    return two_se([neighbour_ratio(g[i:i + h, j:j + h].reshape(-1, *images.shape[1:]), h)
+                   for i in (0, h) for j in (0, h)])
+
+
+__all__ = ["two_se", "fold_error", "quadrant_error", "rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "figure3_tasks", "seed_spread", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
            "likelihood_points", "trained_model", "manifold_latents", "run_config"]
