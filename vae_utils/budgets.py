@@ -44,22 +44,28 @@ class Budget:
     lr: float | str             # "auto": the paper's grid; smoke skips it (a fixed step) to stay within CI's minutes
     derivation_repeats: int     # derivation notebook: repeated gradient estimates per variance point
     derivation_mc: int          # derivation notebook: Monte Carlo samples per expectation
+    step_check_draws: int       # model-and-algorithm notebook: (minibatch, noise) draws of the checked AEVB step
+    first_steps: int            # model-and-algorithm notebook: steps of Algorithm 1 shown per step size
 
 
 # One row per budget; the only place these numbers live.
 BUDGETS = {
     "smoke":    Budget("smoke",    mnist_samples=3e4, frey_samples=3e4, fig3_samples=3e4, fig3_samples_50k=1.1e5,
                        fig3_points=2, ll_n=20, is_samples=100, accuracy_n=4,
-                       eval_n=500, lr_trial_samples=2e3, derivation_repeats=100, derivation_mc=20_000, lr=0.01),
+                       eval_n=500, lr_trial_samples=2e3, derivation_repeats=100, derivation_mc=20_000, lr=0.01,
+                       step_check_draws=3, first_steps=150),
     "quick":    Budget("quick",    mnist_samples=1e6, frey_samples=5e5, fig3_samples=2e6, fig3_samples_50k=2e6,
                        fig3_points=3, ll_n=200, is_samples=1000, accuracy_n=12,
-                       eval_n=2000, lr_trial_samples=3e4, derivation_repeats=400, derivation_mc=100_000, lr="auto"),
+                       eval_n=2000, lr_trial_samples=3e4, derivation_repeats=400, derivation_mc=100_000, lr="auto",
+                       step_check_draws=10, first_steps=600),
     "standard": Budget("standard", mnist_samples=1e7, frey_samples=1e7, fig3_samples=1e7, fig3_samples_50k=1e7,
                        fig3_points=5, ll_n=1000, is_samples=5000, accuracy_n=50,
-                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000, lr="auto"),
+                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000, lr="auto",
+                       step_check_draws=30, first_steps=2000),
     "paper":    Budget("paper",    mnist_samples=2.4e8, frey_samples=1e8, fig3_samples=6e7, fig3_samples_50k=6.8e7,
                        fig3_points=8, ll_n=1000, is_samples=5000, accuracy_n=100,
-                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000, lr="auto"),
+                       eval_n=10_000, lr_trial_samples=1e5, derivation_repeats=1000, derivation_mc=1_000_000, lr="auto",
+                       step_check_draws=30, first_steps=2000),
 }
 
 
