@@ -164,3 +164,10 @@ def test_the_notebooks_figures_draw_from_their_inputs():
     fig = P.plot_error_vs_latent_size([{**rows[0], "n_z": nz} for nz in (2, 5)], [10], [2, 5])
     assert [list(ln.get_xdata()) for ln in fig.axes[0].get_lines() if ln.get_label() == "L = 10"] == [[2, 5]]
     plt.close(fig)
+
+
+def test_large_and_small_numbers_print_with_a_short_power_of_ten():
+    from vae_utils.plotting import markdown, number
+
+    assert [number(v) for v in (13300.0, 7.1e-14, -3350.0, 0.5)] == ["1.33e4", "7.1e-14", "-3.35e3", "0.5"]
+    assert "| 1.15e4 |" in markdown([{"rate": 11512.3}], {"rate": "samples/s"}, digits=0)

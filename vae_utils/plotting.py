@@ -331,6 +331,11 @@ def samples_label(n: float) -> str:
     return f"{m:g}e{e}"
 
 
+def number(v: float, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits, a power of ten written short: 1.33e4, 7.1e-14, -3.35e3."""
+    return f"{v:.{digits}g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
 SAMPLE_COLUMNS = ("samples", "target", "x")  # columns ``markdown`` prints as sample counts
 
 
@@ -344,7 +349,7 @@ def markdown(rows: list[dict], columns: dict[str, str], digits: int = 1) -> str:
         if key in SAMPLE_COLUMNS and isinstance(v, (int, float)) and not isinstance(v, bool):
             return samples_label(v)
         if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
+            return number(v) if abs(v) >= 1e4 else f"{v:.{digits}f}"
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(h.replace("|", "\\|") for h in columns.values()) + " |", "|" + "---|" * len(columns)]
