@@ -59,3 +59,22 @@ def test_a_failing_notebook_leaves_the_executed_copy_there_untouched(tmp_path, n
     with pytest.raises(reproduce.NotebookFailed, match=r"(?s)01_nb failed in cell 3 .*boom.*01_nb\.failed\.ipynb"):
         reproduce.run_notebooks("smoke", output_dir=str(out), rewrite=True, log=lambda *a: None)
     assert open(dst, "rb").read() == good
+
+
+def test_the_committed_executed_notebooks_read_as_notebooks_not_as_a_machine_ran_them():
+    import re
+
+    from vae_utils.records import RESULTS_DIR
+
+    copies = sorted((RESULTS_DIR / "quick" / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [p.stem for p in copies] == [p.stem for p in reproduce.notebook_paths()]  # one per notebook, no strays
+    for path in copies:
+        text = path.read_text()
+        nb = nbformat.reads(text, 4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.get("name") == "stderr"], f"{path.name}: a progress bar dumped in it"
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        assert not re.search(r"(/tmp/|/work/|/home/|/root/|[A-Z]:\\\\)", text), f"{path.name}: a machine path"
+        assert not any(k in text for k in ('"start_time"', '"end_time"', '"iopub.')), f"{path.name}: a clock"
+        shown = "".join(str(o.get("text", "")) + str((o.get("data") or {}).get("text/markdown", "")) for o in outputs)
+        assert not re.search(r"\de\+0\d", shown), f"{path.name}: a sample count printed as 1e+06, not 1e6"
