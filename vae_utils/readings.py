@@ -47,8 +47,8 @@ def figure2_reading(results: list[dict], paper_rows) -> str:
             if r["curve"][-1]["test"] is not None}
     if gaps:
         (nz, alg), g = max(gaps.items(), key=lambda kv: abs(kv[1]))
-        text.append(f"Test bounds follow the training bounds: the largest train − test difference is {g:+.1f} nats "
-                    f"({LABELS[alg]}, Nz = {nz}).")
+        text.append(f"Train against test: the largest train − test difference is {g:+.1f} nats ({LABELS[alg]}, "
+                    f"Nz = {nz}); overfitting would show as a large positive one.")
     sd, _ = seed_spread(dataset, x)
     tolerance = DIGITIZATION[dataset] + 2 * (sd or 0.0)
     far = []
