@@ -83,3 +83,15 @@ def test_the_mcem_seed_table_for_n_50000_has_the_papers_n_50000_columns(tmp_path
     assert {r["variant"] for r in rows} == {"batch_n50000"}
     md = fidelity.mcem_seed_markdown(rows, 50_000)
     assert "ours − paper at 4e7 | at 5e7 | at 6.8e7 |" in md and "| train | 0 | -2.0 | -2.0 | -2.0 |" in md
+
+
+def test_figure3s_aevb_probe_varies_only_the_step_size_of_figure3s_n_50000_model():
+    from vae_utils.experiments import FIGURE3_N_TRAIN
+
+    grid, fixed = fidelity.fig3_aevb_config(0, "grid"), fidelity.fig3_aevb_config(0, "lr0.02")
+    assert (grid.algorithm, grid.n_z, grid.n_hidden, grid.n_train) == ("aevb", 3, 100, FIGURE3_N_TRAIN[1])
+    assert grid.lr == "auto" and fixed.lr == 0.02
+    differs = {k for k in grid.identity() if grid.identity()[k] != fixed.identity()[k]}
+    assert differs <= {"lr", "name"}
+    with pytest.raises(ValueError, match="unknown Figure-3 AEVB variant 'lr0.5'"):
+        fidelity.run_fig3_aevb(["lr0.5"])

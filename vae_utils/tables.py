@@ -296,6 +296,10 @@ def mcem_seeds() -> str:
     return FD.mcem_seed_markdown(FD.mcem_seed_table())
 
 
+def figure3_aevb() -> str:
+    return FD.fig3_aevb_markdown(FD.fig3_aevb_table())
+
+
 def mcem_seeds_n50000() -> str:
     return FD.mcem_seed_markdown(FD.mcem_seed_table(n_train=50_000), 50_000)
 
@@ -353,7 +357,7 @@ def benchmark_profile() -> str:
 TABLES = {f.__name__: f for f in (budgets, quick_figure2_mnist, quick_figure2_frey, quick_figure3, figure2_long_runs, seed_spread,
                                    figure3_long_runs, quadrature, verify_noise, fidelity_frey_face, fidelity_wake_sleep,
                                    frey_long_run, frey_latents,
-                                   mcem_xaxis, mcem_seeds, mcem_seeds_n50000, ais_calibration, gaps_remaining, benchmarks, benchmark_profile)}
+                                   mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmark_profile)}
 
 
 def blocks(text: str, where: str) -> list[tuple[str, int, int]]:
