@@ -78,3 +78,14 @@ def test_the_committed_executed_notebooks_read_as_notebooks_not_as_a_machine_ran
         assert not any(k in text for k in ('"start_time"', '"end_time"', '"iopub.')), f"{path.name}: a clock"
         shown = "".join(str(o.get("text", "")) + str((o.get("data") or {}).get("text/markdown", "")) for o in outputs)
         assert not re.search(r"\de\+0\d", shown), f"{path.name}: a sample count printed as 1e+06, not 1e6"
+
+
+def test_each_committed_executed_copy_was_made_from_its_notebooks_current_source():
+    from vae_utils.records import RESULTS_DIR
+
+    for src in reproduce.notebook_paths():
+        ours = nbformat.read(src, 4)
+        executed = nbformat.read(RESULTS_DIR / "quick" / "notebooks" / src.name, 4)
+        cells = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        assert [(c.cell_type, c.source) for c in cells] == [(c.cell_type, c.source) for c in ours.cells], \
+            f"{src.name}: re-execute it (python -m vae_utils reproduce --only {src.stem[:2]} --rewrite)"

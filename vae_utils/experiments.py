@@ -459,6 +459,14 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
     return {"images": images, **meta}
 
 
+def decoder_images_task(cfg: TrainConfig, *, kind: str, n: int, allow_training: bool = True):
+    """``decoder_images_job`` as a sweep task, its settings given by name."""
+    from .sweep import Task
+
+    return Task(decoder_images_job, (cfg,), cfg.name, cfg.samples, kwargs=dict(kind=kind, n=n,
+                                                                               allow_training=allow_training))
+
+
 def _read_images(path: Path) -> tuple[dict, np.ndarray]:
     """The metadata and images (floats in [0, 1]) of a ``decoder_images_job`` file; a damaged one is refused."""
     import zipfile
@@ -536,5 +544,5 @@ def quadrant_error(images: np.ndarray, n: int) -> float:
                    for i in (0, h) for j in (0, h)])
 
 
-__all__ = ["two_se", "fold_error", "quadrant_error", "rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "figure3_tasks", "seed_spread", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
+__all__ = ["two_se", "fold_error", "quadrant_error", "rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "figure3_tasks", "decoder_images_task", "seed_spread", "figure2_configs", "figure3_configs", "figure5_configs", "figure3_job", "decoder_images_job",
            "likelihood_points", "trained_model", "manifold_latents", "run_config"]
