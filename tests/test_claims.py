@@ -28,3 +28,11 @@ def test_a_verdict_without_a_finite_margin_and_error_is_refused(margin, error):
 def test_the_tally_counts_each_verdict():
     rows = [{"verdict": v} for v in ("held", "held", "within error", "—")]
     assert claims.tally(rows) == "2 held, 0 not held, 1 within error"
+
+
+def test_a_claim_over_many_takes_the_verdict_of_the_one_that_decides_it():
+    row = claims.every("c", "m", [("a", 3.0, 1.0), ("b", 0.5, 1.0), ("c", -2.0, 1.0)], "src")
+    assert row["verdict"] == "not held" and row["margin"] == "-2.00" and "decided by c" in row["error"]
+    row = claims.every("c", "m", [("a", 3.0, 1.0), ("b", 0.5, 1.0)], "src")
+    assert row["verdict"] == "within error" and "decided by b" in row["error"]
+    assert claims.every("c", "m", [("a", 0.1, 0.0), ("b", 5.0, 1.0)], "src")["verdict"] == "held"

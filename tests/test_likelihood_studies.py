@@ -141,16 +141,6 @@ def _claim(rows, start):
     return hit
 
 
-def test_a_claim_over_many_takes_the_verdict_of_the_one_that_decides_it():
-    from vae_utils.likelihood_studies import every
-
-    row = every("c", "m", [("a", 3.0, 1.0), ("b", 0.5, 1.0), ("c", -2.0, 1.0)], "src")
-    assert row["verdict"] == "not held" and row["margin"] == "-2.00" and "decided by c" in row["error"]
-    row = every("c", "m", [("a", 3.0, 1.0), ("b", 0.5, 1.0)], "src")
-    assert row["verdict"] == "within error" and "decided by b" in row["error"]
-    assert every("c", "m", [("a", 0.1, 0.0), ("b", 5.0, 1.0)], "src")["verdict"] == "held"
-
-
 def test_standard_errors_of_a_mean_abs_error_and_of_a_paired_difference():
     from vae_utils.likelihood_studies import mean_abs_error_sem, paired_difference_sem
 

@@ -40,6 +40,21 @@ def claim(text: str, measured: str, margin: float, error: float, error_source: s
             "error": f"±{error:.2f} ({error_source})", "verdict": verdict(margin, error)}
 
 
+def every(text: str, measured: str, items, error_source: str) -> dict:
+    """A claim that must hold for every item (label, margin, error), as one ``claim`` row.
+
+    Its verdict is the worst item's: ``verdict`` depends on margin / error alone (held
+    above 1, not held below -1), so the item with the lowest ratio decides, and the row shows
+    that item's margin and error and names it."""
+    def ratio(item):
+        _, m, e = item
+        return m / e if e > 0 else (math.copysign(math.inf, m) if m else 0.0)
+
+    items = list(items)
+    label, margin, error = min(items, key=ratio)
+    return claim(text, measured, margin, error, f"{error_source}; decided by {label}" if len(items) > 1 else error_source)
+
+
 def unjudged(text: str, measured: str, why: str) -> dict:
     """A row for a claim our numbers cannot judge (e.g. the paper has no curve at that x)."""
     return {"claim": text, "measured": measured, "margin": "—", "error": why, "verdict": "—"}

@@ -464,9 +464,11 @@ def mcem_seed_table(seeds=(0, 1, 2), n_train: int = MCEM_N) -> list[dict]:
 
 
 def mcem_seed_markdown(rows: list[dict], n_train: int = MCEM_N) -> str:
+    from .plotting import samples_label
+
     points = [x for x, _ in mcem_paper_curve(n_train, "train")]
     points = [x for x in points if any(x in r["ours_minus_paper"] for r in rows)] or points  # the reached ones
-    head = " | ".join(f"{'ours − paper at ' if i == 0 else 'at '}{x:.2g}".replace("e+0", "e") for i, x in enumerate(points))
+    head = " | ".join(f"{'ours − paper at ' if i == 0 else 'at '}{samples_label(x)}" for i, x in enumerate(points))
     lines = [f"| variant | source | split | seeds | {head} |", "|---|---|---|---|" + "---|" * len(points)]
     for r in rows:
         cells = []

@@ -54,9 +54,9 @@ from .exact import LinearGaussian, quadrature_log_likelihood, quadrature_setting
 from .experiments import trained_model
 from .marginal_likelihood import (APPENDIX_D, PAPER_L, ais_log_likelihood, check_ais_settings, bdmc,
                                   hmc_kde_log_likelihood, importance_log_likelihood)
-from .claims import claim
+from .claims import every
 from .plotting import ESTIMATOR_LABELS, LABELS, model_label, samples_label  # noqa: F401 (the study's labels)
-from .records import (RESULTS_DIR, another_computation, check_output_file, differences, existing_record, provenance,
+from .records import (AIS_CALIBRATION, RESULTS_DIR, another_computation, check_output_file, differences, existing_record, provenance,
                       write_record)
 from .sweep import MissingResultError
 from .train import evaluation_images, load_trained
@@ -366,21 +366,6 @@ def paired_difference_sem(errors_a, errors_b) -> float:
     # d_i = mean_r |e_a,ir| - mean_r |e_b,ir|;  SE = sd_i(d_i) / sqrt(n)
     d = a.reshape(len(a), -1).mean(1) - b.reshape(len(b), -1).mean(1)
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
-
-
-def every(text: str, measured: str, items, error_source: str) -> dict:
-    """A claim that must hold for every item (label, margin, error), as one ``claims.claim`` row.
-
-    Its verdict is the worst item's: ``claims.verdict`` depends on margin / error alone (held
-    above 1, not held below -1), so the item with the lowest ratio decides, and the row shows
-    that item's margin and error and names it."""
-    def ratio(item):
-        _, m, e = item
-        return m / e if e > 0 else (math.copysign(math.inf, m) if m else 0.0)
-
-    items = list(items)
-    label, margin, error = min(items, key=ratio)
-    return claim(text, measured, margin, error, f"{error_source}; decided by {label}" if len(items) > 1 else error_source)
 
 
 def accuracy_claims(records: list[dict], dims: dict | None = None, tol: float = ACCURATE) -> list[dict]:
@@ -787,7 +772,7 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     check_ais_settings(**ais_kw, seed=seed)
     torch.set_num_threads(threads)
     session = provenance()
-    out = Path(out) if out else RESULTS_DIR / "quick" / "ais_calibration.json"
+    out = Path(out) if out else AIS_CALIBRATION
     appendix_d = APPENDIX_D
     settings = {"n": n, "splits": ["train", "test"], "ais": ais_kw, "appendix_d": appendix_d,
                 "importance": {"n_samples": is_samples, "batch_size": 100, "chunk": 250},

@@ -29,6 +29,7 @@ import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
 
+from .budgets import BUDGETS
 from .records import (FIGURES_DIR, RESULTS_DIR, ResultsFileError, atomic_write_bytes, check_output_dir,  # noqa: F401
                       read_json, read_training_record)
 
@@ -43,7 +44,7 @@ STYLE = {"style": "whitegrid", "context": "paper", "font_scale": 1.1}
 FIGURE2_XMAX = {"mnist": 2.5e8, "frey_face": 1e8}
 FIGURE2_YLIM = {"mnist": (-150, -95), "frey_face": (0, 1600)}
 # Figure 3's axes in the paper: x from 0 to these many samples per N_train; y up to these values
-FIGURE3_XMAX = {1000: 6e7, 50_000: 6.8e7}
+FIGURE3_XMAX = {1000: BUDGETS["paper"].fig3_samples, 50_000: BUDGETS["paper"].fig3_samples_50k}
 FIGURE3_YTOP = {1000: -100, 50_000: -120}
 # the paper's digitized curves in Figure 3: thinner and lighter than ours, in the same colours
 PAPER_LINE = {"lw": 1.0, "alpha": 0.5, "ms": 3.5, "mfc": "none"}

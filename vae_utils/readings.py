@@ -10,13 +10,25 @@ f-string of the records it describes.
 
 from __future__ import annotations
 
+from .budgets import BUDGETS
 from .claims import tally
 from .experiments import DIGITIZATION, appendix_d_error, figure2_claims, figure3_claims, seed_spread
 from .fidelity import PAPER_MEASURED_FROM, known_cause
 from .plotting import LABELS, paper_value, samples_label
 
 
-PAPER_END = {"figure2": {"mnist": 2.4e8, "frey_face": 1e8}, "figure3": {1000: 6e7, 50_000: 6.8e7}}
+_PAPER = BUDGETS["paper"]  # the paper's own sample counts, where its axes end
+PAPER_END = {"figure2": {"mnist": _PAPER.mnist_samples, "frey_face": _PAPER.frey_samples},
+             "figure3": {1000: _PAPER.fig3_samples, 50_000: _PAPER.fig3_samples_50k}}
+
+
+def _causes(far: list[tuple[str, str]]) -> list[str]:
+    """One line per cause the fidelity experiments give, naming the runs it explains:
+    ``far`` holds (cause, run) pairs, in order."""
+    causes = {}
+    for cause, run in far:
+        causes.setdefault(cause, []).append(run)
+    return [f"- {', '.join(dict.fromkeys(runs))}: {cause}." for cause, runs in causes.items()]
 
 
 def _verdict_sentence(rows: list[dict], what: str) -> str:
@@ -73,10 +85,7 @@ def figure2_reading(results: list[dict], paper_rows) -> str:
                     + (f" Below {samples_label(PAPER_MEASURED_FROM[dataset])} samples the paper's curves are mostly "
                        f"drawn, not measured (a straight segment to its first logged point near 4e5), so these say "
                        f"little." if early else ""))
-        causes = {}
-        for alg, nz, *_ in far:
-            causes.setdefault(known_cause(dataset, alg, n_z=nz), []).append(f"{LABELS[alg]} Nz = {nz}")
-        text += [f"- {', '.join(dict.fromkeys(runs))}: {cause}." for cause, runs in causes.items()]
+        text += _causes([(known_cause(dataset, alg, n_z=nz), f"{LABELS[alg]} Nz = {nz}") for alg, nz, *_ in far])
     return "\n\n".join(text)
 
 
@@ -120,10 +129,7 @@ def figure3_reading(records: list[dict], paper_rows) -> str:
         text.append("Gaps to the paper beyond its digitization (±0.5) plus the estimator's measured error, ours − "
                     "paper: " + "; ".join(f"{LABELS[a]} N = {n:,} {s} {d:+.1f} (beyond ±{e:.1f})"
                                            for a, n, s, d, e in far) + ".")
-        causes = {}
-        for alg, n, *_ in far:
-            causes.setdefault(known_cause("mnist", alg, n_train=n), []).append(f"{LABELS[alg]} N = {n:,}")
-        text += [f"- {', '.join(dict.fromkeys(runs))}: {cause}." for cause, runs in causes.items()]
+        text += _causes([(known_cause("mnist", alg, n_train=n), f"{LABELS[alg]} N = {n:,}") for alg, n, *_ in far])
     else:
         text.append("Where the paper has a value at our last point, every curve lies within its digitization plus "
                     "the estimator's measured error of ours.")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from . import fidelity as FD
 from .benchmark import table as benchmark_table
-from .experiments import FIGURE2_LATENTS, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
+from .experiments import DIGITIZATION, FIGURE2_LATENTS, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
 from .plotting import LABELS, PAPER_CSV, likelihood_table, load_paper_curves, load_results, paper_value, samples_label
-from .records import REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
+from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performance.md")
 BEGIN = re.compile(r"^<!-- table (?P<name>[a-z0-9_]+): generated from results/ by `python -m vae_utils tables`; "
@@ -225,6 +225,12 @@ def fidelity_wake_sleep() -> str:
     return FD.markdown(FD.table("wake_sleep"))
 
 
+def _way(g0: float, g1: float) -> str:
+    """A Frey Face gap from ``g0`` to ``g1``: closes (within 20 nats, twice the digitization),
+    narrows (to less than half), or stays."""
+    return "closes" if abs(g1) <= 20 else "narrows" if abs(g1) < 0.5 * abs(g0) else "stays"
+
+
 def frey_long_run() -> str:
     """Today's Frey Face Nz = 20 default trained to the paper's end: ours against the paper at
     its points from 1e6 on (below about 4e5 its curves are a straight line from the initial bound,
@@ -241,7 +247,7 @@ def frey_long_run() -> str:
     known = [(p["samples"], p["gap"]) for p in rows if p["gap"] is not None]
     if len(known) >= 2:
         (x0, g0), (x1, g1) = known[0], known[-1]
-        way = ("closes" if abs(g1) <= 20 else "narrows" if abs(g1) < 0.5 * abs(g0) else "stays")
+        way = _way(g0, g1)
         lines += ["", f"Seed {seed}, step {r['lr']}, {_count(r['samples_seen'])} samples "
                   f"({'finished' if r['finished'] else 'still running'}). The test gap goes from "
                   f"{g0:+.0f} at {_count(x0)} to {g1:+.0f} at {_count(x1)}: it {way} "
@@ -250,12 +256,8 @@ def frey_long_run() -> str:
 
 
 def _gap_trend(gaps: list[float]) -> str:
-    """Closes (within 20 nats, twice the digitization), narrows (to less than half), or stays."""
-    if len(gaps) < 2:
-        return "—"
-    g0, g1 = gaps[0], gaps[-1]
-    way = "closes" if abs(g1) <= 20 else "narrows" if abs(g1) < 0.5 * abs(g0) else "stays"
-    return f"{way} ({g0:+.0f} to {g1:+.0f})"
+    """'narrows (+346 to +72)': the first gap against the last (``_way``)."""
+    return "—" if len(gaps) < 2 else f"{_way(gaps[0], gaps[-1])} ({gaps[0]:+.0f} to {gaps[-1]:+.0f})"
 
 
 def frey_latents() -> str:
@@ -305,7 +307,7 @@ def mcem_seeds_n50000() -> str:
 
 
 def ais_calibration() -> str:
-    return FD.ais_markdown(read_json(QUICK / "ais_calibration.json"))
+    return FD.ais_markdown(read_json(AIS_CALIBRATION))
 
 
 def gaps_remaining() -> str:
@@ -322,7 +324,8 @@ def gaps_remaining() -> str:
                          ("aevb_frey_face_nz20_h200_grey_nall_seed*.json", "frey_face")):
         spread[key] = [_at(r, 10 ** 6, FD.COMPARED_SPLIT[key]) for r in load_results(pattern, RESULTS_DIR)]
     paper = _paper()
-    for key, name, digitization in (("mnist", "MNIST AEVB, Nz = 20", 0.5), ("frey_face", "Frey Face AEVB, Nz = 20", 10)):
+    for key, name in (("mnist", "MNIST AEVB, Nz = 20"), ("frey_face", "Frey Face AEVB, Nz = 20")):
+        digitization = DIGITIZATION[key]
         vals = [v for v in spread[key] if v is not None]
         split = FD.COMPARED_SPLIT[key]
         name = f"{name}, {split}"
@@ -332,12 +335,12 @@ def gaps_remaining() -> str:
                 statistics.stdev(vals) if len(vals) > 1 else None, digitization)
     for r in FD.table("wake_sleep"):
         if r["default"] and abs(r["samples"] - 10 ** 6.5) < 0.01 * r["samples"]:
-            row("wake-sleep MNIST, Nz = 20, train", _count(r["samples"]), r["ours_minus_paper"], r["sd"], 0.5)
+            row("wake-sleep MNIST, Nz = 20, train", _count(r["samples"]), r["ours_minus_paper"], r["sd"], DIGITIZATION["mnist"])
     for r in FD.mcem_seed_table():
         if r["variant"] == "capped":
             for x, (mean, sd) in r["ours_minus_paper"].items():
                 if x in (2e6, 1e7):
-                    row(f"MCEM, Figure 3, N = 1000, {r['split']}", _count(x), mean, sd, 0.5)
+                    row(f"MCEM, Figure 3, N = 1000, {r['split']}", _count(x), mean, sd, DIGITIZATION["mnist"])
     return "\n".join(lines)
 
 
