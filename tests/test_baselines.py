@@ -45,8 +45,9 @@ def test_wake_sleep_steps_increase_both_objectives(mnist_small, tmp_path):
 
 
 def test_mcem_iterations_increase_the_complete_data_likelihood(mnist_small, tmp_path):
+    """The on-line variant (minibatch M-steps); batch MCEM, the default, is tested below."""
     X = mnist_small[0][:300]
-    cfg = small_config(tmp_path, algorithm="mcem", n_z=3, n_hidden=50, n_train=300)
+    cfg = small_config(tmp_path, algorithm="mcem", n_z=3, n_hidden=50, n_train=300, mcem_m_step="minibatch")
     torch.manual_seed(0)
     model = VAE(784, 50, 3, encoder=False)
     alg = MCEM(model, X, cfg, lr=0.05, rng=torch.Generator().manual_seed(0))
@@ -83,8 +84,8 @@ def test_batch_mcem_takes_its_m_steps_on_every_point_with_the_full_prior(mnist_s
     from vae_utils.algorithms import Adagrad
 
     X = mnist_small[0][:300]
-    cfg = small_config(tmp_path, algorithm="mcem", n_z=3, n_hidden=50, n_train=300, mcem_m_step="full_batch",
-                       mcem_warmup=0)
+    cfg = small_config(tmp_path, algorithm="mcem", n_z=3, n_hidden=50, n_train=300, mcem_warmup=0)
+    assert cfg.mcem_m_step == "full_batch"  # the default
     torch.manual_seed(0)
     model = VAE(784, 50, 3, encoder=False)
     alg = MCEM(model, X, cfg, lr=0.05, rng=torch.Generator().manual_seed(0))

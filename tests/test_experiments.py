@@ -120,3 +120,23 @@ def test_the_image_claims_errors_are_two_standard_errors_of_their_spread():
     tile = np.random.default_rng(0).random((2, 2, 3))  # one 2 x 2 quadrant repeated: four equal ratios
     grid = np.tile(tile, (2, 2, 1)).reshape(16, 3)
     assert E.quadrant_error(grid, 4) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batch_mcems_log_p_points_are_whole_iterations_and_reach_the_budgets_end():
+    from vae_utils import experiments as E
+    from vae_utils.algorithms import mcem_samples_per_iteration
+    from vae_utils.budgets import NotebookParameters, Places, get_budget
+
+    for budget in ("smoke", "quick", "paper"):
+        b = get_budget(budget)
+        p = NotebookParameters({"budget": budget}, b, Places.for_budget(budget))
+        for c in E.figure3_configs(p):
+            points = E.figure3_points(c, b.fig3_points)
+            assert points == sorted(set(points)) and max(points) >= c.samples
+            if c.algorithm == "mcem":
+                assert c.mcem_m_step == "full_batch"
+                step = mcem_samples_per_iteration(c, c.n_train)  # (L + 1) N + 5 N
+                assert step == 16 * c.n_train and all(t % step == 0 for t in points)
+                assert max(points) - step < c.samples  # no iteration past the one that reaches the budget
+            else:
+                assert points == E.likelihood_points(c.samples, b.fig3_points)

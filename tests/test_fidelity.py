@@ -95,3 +95,49 @@ def test_figure3s_aevb_probe_varies_only_the_step_size_of_figure3s_n_50000_model
     assert differs <= {"lr", "name"}
     with pytest.raises(ValueError, match="unknown Figure-3 AEVB variant 'lr0.5'"):
         fidelity.run_fig3_aevb(["lr0.5"])
+
+
+@pytest.mark.parametrize("first, now, expected", [
+    (None, (0.8, 0.3), "closed"),             # within 2 sd + digitization (0.5)
+    ((8.8, 0.6), (0.3, 0.9), "closed"),
+    ((7.9, 0.7), (3.2, 1.2), "narrowed by 4.7"),  # 3.2 > 2 * 1.2 + 0.5, and 4.7 > 2 * 0.7 + 0.5 of the first
+    ((5.2, 0.8), (4.5, 0.5), "open"),         # 0.7 closer: inside the first reading's margin
+    ((-4.3, 1.5), (-4.1, None), "open"),      # one seed borrows the first reading's sd: 4.1 > 3.5
+    ((2.0, 0.4), (-0.5, None), "closed"),     # |-0.5| <= 2 * 0.4 + 0.5
+    (None, (3.0, None), "open"),
+])
+def test_a_gap_is_closed_narrowed_or_open_by_its_seed_spread_and_the_digitization(first, now, expected):
+    R = fidelity.Reading
+    assert fidelity.gap_status(first and R("a", *first, 3), R("b", *now, 3 if now[1] else 1), 0.5) == expected
+
+
+def test_the_gap_ledger_has_a_status_and_an_explanation_for_every_gap_of_the_record():
+    rows = fidelity.gap_ledger()
+    curves = {r["curve"] for r in rows}
+    assert {"MNIST AEVB, Nz = 20, train", "Frey Face AEVB, Nz = 20, test", "wake-sleep MNIST, Nz = 20, train",
+            "MCEM, Figure 3, N = 1,000, train, at 2e6", "Figure 3 AEVB, N = 50,000, train, at 2e6"} <= curves
+    for r in rows:
+        assert r["status"] == fidelity.gap_status(r["first"], r["now"], r["digitization"])
+        assert r["explanation"] and r["status"].split()[0] in ("closed", "narrowed", "open")
+    # batch MCEM, the default since it matched, closes the N = 1000 train gap the on-line variant left
+    mcem = next(r for r in rows if r["curve"] == "MCEM, Figure 3, N = 1,000, train, at 2e6")
+    assert mcem["first"].mean > 5 and mcem["status"] == "closed"
+
+
+def test_the_latent_kl_split_adds_up_to_the_closed_form_kl_of_the_bound(tmp_path, data_dir):
+    import torch
+    from conftest import small_config
+
+    from vae_utils.estimators import gaussian_kl
+    from vae_utils.records import checkpoint_path
+    from vae_utils.train import evaluation_images, load_trained, train
+
+    cfg = small_config(tmp_path, algorithm="wake_sleep", n_z=8, samples=4_000, eval_n=200)
+    train(cfg, progress=False, log=lambda *a: None)
+    row = fidelity.latent_kl(cfg, n=300)
+    model, _ = load_trained(checkpoint_path(cfg))
+    with torch.no_grad():
+        mu, logvar = model.encode(evaluation_images(cfg, "test", 300))
+        truth = gaussian_kl(mu, logvar).mean().item()  # KL(q || N(0, I)) per image, eq. 10's closed form
+    assert abs(row["kl"] - truth) < 1e-4 * max(1.0, abs(truth))
+    assert abs(row["kl_read"] + row["kl_unread"] - row["kl"]) < 1e-5 and 1 <= row["latents_read"] <= 8

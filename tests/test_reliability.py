@@ -816,3 +816,11 @@ def test_ais_calibration_command_reuses_its_finished_record(ws, capsys):
     code, lines, out = run_cli([*argv[:-4], "--is-samples", "11", "--out", str(ws / "ais.json")], capsys)
     assert code == 2 and len(lines) == 1 and "of another computation" in lines[0] and "--out another file" in lines[0]
     assert_nothing_lost(ws, before)
+    # another model added to the record: the one calibrated before is kept as it was (its checkpoint may be gone)
+    first = json.loads((ws / "ais.json").read_text())["models"]
+    shutil.copy(ws / "ckpt" / "tiny.pt", ws / "ckpt" / "other.pt")
+    (ws / "ckpt" / "tiny.pt").rename(ws / "ckpt" / "gone.pt")
+    code, lines, out = run_cli(["ais-calibration", "--checkpoints", str(ws / "ckpt" / "other.pt"), *argv[3:]], capsys)
+    models = json.loads((ws / "ais.json").read_text())["models"]
+    assert code == 0 and "1 more recorded before, kept" in out
+    assert models[:1] == first and [m["name"] for m in models] == ["tiny", "other"]

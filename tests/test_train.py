@@ -31,11 +31,12 @@ def _assert_same_state(a, b):
 
 @pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])
 def test_interrupted_run_resumes_bit_for_bit(tmp_path, data_dir, algorithm):
-    kw = dict(algorithm=algorithm, samples=30_000) | ({"n_train": 300} if algorithm == "mcem" else {})
+    # batch MCEM counts 16 N = 4,800 samples per iteration on N = 300: 63 iterations
+    kw = dict(algorithm=algorithm, samples=30_000) | ({"n_train": 300, "samples": 300_000} if algorithm == "mcem" else {})
     T.train(small_config(tmp_path / "a", **kw), progress=False, log=lambda *a: None)
     cfg = small_config(tmp_path / "b", **kw)
     partial = T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=37)
-    assert not partial["finished"] and 0 < partial["samples_seen"] < 30_000
+    assert not partial["finished"] and 0 < partial["samples_seen"] < kw["samples"]
     T.train(cfg, progress=False, log=lambda *a: None)
     (run_a, curve_a), (run_b, curve_b) = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
     _assert_same_state(run_a, run_b)
@@ -255,3 +256,37 @@ def test_a_record_without_a_field_added_later_counts_as_its_default():
     variant = T.TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=1000, mcem_step_rule="uncapped2013")
     assert identity_differences(old, variant) == {"mcem_step_rule": ("capped", "uncapped2013")}
     assert identity_differences({**old, "n_z": 5}, cfg) == {"n_z": (5, 3)}
+
+
+def test_batch_mcem_is_the_default_and_records_made_before_keep_their_meaning():
+    """MCEM's M-step became batch (anglepy's step_batch_mcem) after records of the on-line
+    variant were written: a record without the field is the minibatch run it was, the two are
+    named apart, and the knob is no part of another algorithm's identity."""
+    import json
+    from pathlib import Path
+
+    from vae_utils.config import config_of_record, identity_differences
+
+    batch = T.TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=1000)
+    online = T.TrainConfig(algorithm="mcem", n_z=3, n_hidden=100, n_train=1000, mcem_m_step="minibatch")
+    assert batch.mcem_m_step == "full_batch"
+    assert batch.name == "mcem_batch_mnist_nz3_h100_grey_n1000_seed0"
+    assert online.name == "mcem_mnist_nz3_h100_grey_n1000_seed0"  # the earlier runs' name
+    before = {k: v for k, v in online.identity().items() if k != "mcem_m_step"}  # a record of before the field
+    assert identity_differences(before, online) == {}
+    assert identity_differences(before, batch) == {"mcem_m_step": ("minibatch", "full_batch")}
+    assert config_of_record(before).mcem_m_step == "minibatch"
+    aevb = T.TrainConfig(algorithm="aevb")
+    assert not any(k.startswith("mcem_") for k in aevb.identity())
+    recorded = {**aevb.identity(), "mcem_m_step": "minibatch", "mcem_step_rule": "capped"}  # as AEVB records hold it
+    assert identity_differences(recorded, aevb) == {} and config_of_record(recorded).identity() == aevb.identity()
+    with pytest.raises(ValueError, match="mcem_m_step"):
+        T.TrainConfig(algorithm="aevb", mcem_m_step="minibatch")  # a knob of another algorithm is still refused
+    # every committed training record still reads as the run it is
+    root = Path(T.__file__).resolve().parent.parent / "results"
+    records = [json.loads(p.read_text()) for p in root.rglob("*.json")]
+    records = [r for r in records if isinstance(r, dict) and isinstance(r.get("config"), dict) and "curve" in r]
+    assert len(records) > 30
+    for r in records:
+        cfg = config_of_record(r["config"])
+        assert identity_differences(r["config"], cfg) == {}, r["config"].get("name")

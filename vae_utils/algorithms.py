@@ -32,14 +32,14 @@ Monte Carlo EM (Appendix E; anglepy ``step_batch_mcem``): no encoder. Persistent
 z_i ~ p_theta(z|x_i), one per training point, initialised from the prior. One iteration:
     E-step: one HMC transition of every chain, 10 leapfrog steps, a global step size tuned
             toward 90% acceptance (``hmc.GlobalStepSize``), on log p(z) + log p(x|z);
-    M-step: 5 Adagrad steps on  sum_{i in batch} log p_theta(x_i, z_i) + (M/N) log p(theta),
-            the minibatches of M taken in order, cycling through the training set.
-"Training samples evaluated" per iteration = N (the E-step touches every datapoint) + 5 M
-(the M-step's); the paper does not say how it counted. ``mcem_m_step="full_batch"`` is anglepy's
-``step_batch_mcem`` (wzoptim.py@55f25be: the E-step over all chains, then
-``for _ in range(m_steps): dostep_m(w, z_mcmc)`` on the whole x, the full prior): 5 Adagrad steps
-on  sum_{i=1..N} log p_theta(x_i, z_i) + log p(theta),  counted as every gradient evaluation,
-(L + 1) N in the E-step (L leapfrog steps and the first gradient) + 5 N in the M-step.
+    M-step: 5 Adagrad steps on  sum_{i=1..N} log p_theta(x_i, z_i) + log p(theta),
+            each on the whole training set with the full prior (wzoptim.py@55f25be:
+            ``for _ in range(m_steps): dostep_m(w, z_mcmc)``; the paper: "not an on-line algorithm").
+"Training samples evaluated" per iteration: every gradient evaluation, (L + 1) N in the E-step
+(L leapfrog steps and the first gradient) + 5 N in the M-step; the paper does not say how it
+counted (``docs/fidelity.md`` weighs the readings). ``mcem_m_step="minibatch"`` is our earlier
+on-line variant: 5 Adagrad steps on  sum_{i in batch} log p_theta(x_i, z_i) + (M/N) log p(theta),
+minibatches of M taken in order, counted as N + 5 M per iteration.
 """
 
 from __future__ import annotations

@@ -268,7 +268,7 @@ def workload_batched(runs: int = 8, data_dir=None, device: str = "cuda"):
 
 
 def workload_mcem(data_dir=None):
-    cfg = TrainConfig(algorithm="mcem", n_train=50_000, lr=0.02, compile=True, samples=10**12, data_dir=data_dir, device="cpu",
+    cfg = TrainConfig(algorithm="mcem", mcem_m_step="minibatch", n_train=50_000, lr=0.02, compile=True, samples=10**12, data_dir=data_dir, device="cpu",
                       **FIGURE3_MODEL)
     X = load_dataset("mnist", "train", data_dir=data_dir, n_train=cfg.n_train)
     run = _run(cfg, X)

@@ -3,7 +3,9 @@
 Every field is checked when the config is made (``_CONFIG_RULES``); a bad value is refused in
 one line naming the field and what is allowed. A run is identified by ``identity()``: every
 field except the runtime ones (name, budget, threads, compilation, device, paths), which change how
-and where a run is computed but not what it computes.
+and where a run is computed but not what it computes, and except the knobs of another algorithm
+(``APPLIES_TO``). A record written before a field existed counts as the value the code then had
+(``RECORDED_BEFORE``), which is the default unless the default changed since.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class TrainConfig:
     mcem_m_steps: int = 5
     mcem_warmup: int = 10
     mcem_step_rule: str = "capped"   # step x or / 1.25 (anglepy 2014) | "uncapped2013": 1.02 ** N (anglepy 2013)
-    mcem_m_step: str = "minibatch"   # 5 Adagrad steps on minibatches of M | "full_batch": on all N (anglepy step_batch_mcem)
+    mcem_m_step: str = "full_batch"  # anglepy's step_batch_mcem: 5 Adagrad steps on all N | "minibatch": on minibatches of M
     # bookkeeping (not part of a run's identity)
     name: str | None = None
     threads: int = 1
@@ -114,8 +116,9 @@ class TrainConfig:
         if self.n_train is not None and not (is_kind(self.n_train, int) and 1 <= self.n_train <= limit):
             raise ValueError(f"n_train={self.n_train!r} is not allowed: expected an integer in 1..{limit} for {self.dataset}"
                              f" (or None for the paper's)")
-        if self.name is None:
-            self.name = (f"{self.algorithm}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
+        if self.name is None:  # batch MCEM (the default) is named apart from the online variant's earlier runs
+            stem = "mcem_batch" if self.algorithm == "mcem" and self.mcem_m_step == "full_batch" else self.algorithm
+            self.name = (f"{stem}_{self.dataset}_nz{self.n_z}_h{self.n_hidden}"
                          f"_{self.binarize or 'grey'}_n{self.n_train or 'all'}_seed{self.seed}")
         elif (not isinstance(self.name, str) or not self.name or self.name.startswith(".")
               or any(c in self.name for c in "/\\") or not self.name.isprintable() or self.name != self.name.strip()
@@ -130,7 +133,9 @@ class TrainConfig:
                                 f"without NUL or line breaks) or None")
 
     def identity(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
+        """What the run computes: every field but the runtime ones and the knobs of other algorithms."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in self.RUNTIME_FIELDS and self.algorithm in APPLIES_TO.get(k, (self.algorithm,))}
 
 
 # field: (type, check, what is allowed) -- every value of a TrainConfig is refused in one line
@@ -174,14 +179,35 @@ APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb
               **{f.name: ("mcem",) for f in dataclasses.fields(TrainConfig) if f.name.startswith("mcem_")}}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
+# a field whose default changed: a record without it was made before it existed, with the value the code had
+RECORDED_BEFORE = {**_DEFAULTS, "mcem_m_step": "minibatch"}  # MCEM's M-step was minibatch-only until batch MCEM
+
+
+def recorded_value(recorded: dict, field: str):
+    """A config field as a record holds it, or the value it had before records carried it."""
+    return recorded.get(field, RECORDED_BEFORE[field])
+
+
+def config_of_record(recorded: dict, **overrides) -> TrainConfig:
+    """The ``TrainConfig`` a record's config (results file or checkpoint) describes, with
+    ``overrides``: fields it lacks take the value they had before they existed (``RECORDED_BEFORE``),
+    knobs of other algorithms and unknown keys are dropped. A bad value raises as ``TrainConfig`` does."""
+    if not isinstance(recorded, dict):
+        raise TypeError(f"a run's config must be a JSON object of its fields, not {type(recorded).__name__}")
+    algorithm = overrides.get("algorithm", recorded.get("algorithm", _DEFAULTS["algorithm"]))
+    fields = {k: recorded.get(k, RECORDED_BEFORE[k]) for k in _DEFAULTS
+              if k not in TrainConfig.RUNTIME_FIELDS and algorithm in APPLIES_TO.get(k, (algorithm,))}
+    fields.update({k: v for k, v in recorded.items() if k in TrainConfig.RUNTIME_FIELDS})
+    return TrainConfig(**{**fields, **overrides})
+
 
 def identity_differences(recorded: dict, cfg: TrainConfig) -> dict:
     """Fields where a recorded run's identity (a checkpoint's or results file's config) differs
     from ``cfg``'s, as {field: (recorded, now)}. A field the record lacks was added to the config
-    later, with a default that computes what the code did before: it counts as that default."""
+    later: it counts as the value the code had then (``RECORDED_BEFORE``). Knobs of another algorithm
+    are not compared (``identity``)."""
     import json
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     now = json.loads(json.dumps(cfg.identity(), default=str))  # as a JSON record holds it (tuples as lists)
     old = json.loads(json.dumps(recorded, default=str))
-    return {k: (old.get(k, defaults.get(k)), v) for k, v in now.items() if old.get(k, defaults.get(k)) != v}
+    return {k: (old.get(k, RECORDED_BEFORE.get(k)), v) for k, v in now.items() if old.get(k, RECORDED_BEFORE.get(k)) != v}

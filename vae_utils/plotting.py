@@ -30,6 +30,7 @@ import numpy as np
 import seaborn as sns
 
 from .budgets import BUDGETS
+from .config import recorded_value
 from .records import (FIGURES_DIR, RESULTS_DIR, ResultsFileError, atomic_write_bytes, check_output_dir,  # noqa: F401
                       read_json, read_training_record)
 
@@ -214,6 +215,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def method_label(config: dict) -> str:
+    """A recorded run's method in words (``LABELS``); MCEM's earlier on-line variant (minibatch
+    M-steps, ``mcem_m_step="minibatch"``) is named apart from batch MCEM, the default."""
+    if config["algorithm"] == "mcem" and recorded_value(config, "mcem_m_step") == "minibatch":
+        return "MCEM (on-line)"
+    return LABELS[config["algorithm"]]
+
+
 def likelihood_table(paper_rows, directory: Path | None = None) -> str:
     """Appendix-D and importance-sampling estimates of results/*_likelihood.json next to the
     paper's Figure 3 values at the same number of training samples."""
@@ -231,7 +240,7 @@ def likelihood_table(paper_rows, directory: Path | None = None) -> str:
             return "-" if v is None else (f"{v:.1f} ± {se:.1f}" if se is not None else f"{v:.1f}")
 
         secs = (tr["hmc_kde_seconds"] + te["hmc_kde_seconds"]) / 2 * 1000 / r["n"]
-        lines.append(f"| {LABELS[c['algorithm']]} | {n:.3g} | {f(tr['hmc_kde'], tr['hmc_kde_sem'])} "
+        lines.append(f"| {method_label(c)} | {samples_label(n)} | {f(tr['hmc_kde'], tr['hmc_kde_sem'])} "
                      f"| {f(te['hmc_kde'], te['hmc_kde_sem'])} | {f(paper[0])} | {f(paper[1])} "
                      f"| {f(tr.get('importance'))} | {f(te.get('importance'))} | {secs:.0f} |")
     return "\n".join(lines)

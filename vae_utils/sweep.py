@@ -208,11 +208,14 @@ def sweep_runs(configs: list[TrainConfig], *, allow_training: bool = True, desc:
 
 
 def expected_cost(cfg: TrainConfig) -> float:
-    """Rough relative cost of a run (measured here: per training sample, MCEM on 1000 images
-    costs about 1.6x an AEVB step of the same model, on 50,000 about 6x; cost grows with the
-    hidden layer and the image size), used only to start the longest runs first."""
+    """Rough relative cost of a run (measured here: per training sample, minibatch MCEM on 1000
+    images costs about 1.6x an AEVB step of the same model, on 50,000 about 6x; batch MCEM counts
+    every gradient evaluation, each about half an AEVB sample; cost grows with the hidden layer and
+    the image size), used only to start the longest runs first."""
     factor = 1.0
-    if cfg.algorithm == "mcem":
+    if cfg.algorithm == "mcem" and cfg.mcem_m_step == "full_batch":
+        factor = 0.5
+    elif cfg.algorithm == "mcem":
         factor = 6.0 if (cfg.n_train or 0) > 10_000 else 1.6
     return cfg.samples * factor * (cfg.n_hidden + 50) * (784 if cfg.dataset == "mnist" else 560)
 

@@ -34,7 +34,7 @@ from tqdm.std import tqdm
 
 from . import data as data_mod
 from .algorithms import get_algorithm, mcem_samples_per_iteration
-from .config import ALGORITHMS, TrainConfig, identity_differences  # users import TrainConfig from here too
+from .config import ALGORITHMS, TrainConfig, config_of_record, identity_differences  # users import TrainConfig from here too
 from .device import device_provenance, seeded_generator, to_cpu
 from .device import resolve as resolve_device
 from .models import VAE, build_model
@@ -270,9 +270,8 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
 def run_config_of(record: dict, path, error=ResultsFileError, **overrides) -> TrainConfig:
     """The run a record (results file or checkpoint) describes, with ``overrides``; a config that
     is not a valid run is refused as ``error`` naming the file."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        return TrainConfig(**{**{k: v for k, v in record["config"].items() if k in fields}, **overrides})
+        return config_of_record(record["config"], **overrides)
     except (ValueError, TypeError) as e:
         raise error(f"{path}: its config is not a valid run ({e}); it was not used") from None
 
