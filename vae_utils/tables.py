@@ -234,7 +234,7 @@ def fidelity_wake_sleep_nz200() -> str:
 
 def wake_sleep_nz200_kl() -> str:
     if not FD.LATENT_KL.is_file():
-        return "*(not run yet: `python -m vae_utils fidelity latent-kl --seeds 0,1,2`)*"
+        return "**Not run yet:** `python -m vae_utils fidelity latent-kl --seeds 0,1,2`"
     return FD.latent_kl_markdown(read_json(FD.LATENT_KL))
 
 
@@ -252,7 +252,7 @@ def frey_long_run() -> str:
     training set."""
     long = FD.frey_long_points()
     if long is None:
-        return "*(not run yet: `" + FD.command(FD.FREY_LONG, 1e8).replace("<S>", "0") + "`)*"
+        return "**Not run yet:** `" + FD.command(FD.FREY_LONG, 1e8).replace("<S>", "0") + "`"
     seeds, runs, rows = long
     lines = ["| samples | seeds | ours train (whole set) | ours train (minibatch mean, as anglepy logged) | ours test | "
              "paper train / test | ours − paper, test |", "|---|---|---|---|---|---|---|"]
