@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 import pytest
 
@@ -107,8 +108,10 @@ def test_a_sweep_on_a_dask_cluster_equals_a_local_sweep(tmp_path, data_dir):
     expected = sweep.sweep_runs(local, progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
         got = sweep.sweep_runs(on_dask, executor=client, progress=False)
-        workers = {w["host"] for w in client.scheduler_info()["workers"].values()}
+        # the workers' hosts asked of the workers themselves (scheduler_info() may be a cached snapshot)
+        workers = {urlparse(address).hostname for address in client.run(lambda: None)}
     assert workers == {"127.0.0.1"} and _curves(got) == _curves(expected)
     assert all(r["finished"] and r["provenance"]["torch_threads"] == 1 for r in got)
     with pytest.raises(TypeError, match="expected a concurrent.futures.Executor or a dask.distributed.Client"):
