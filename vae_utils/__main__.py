@@ -442,21 +442,17 @@ def _run(args) -> int:
         if args.gap in (None, "figure3_aevb"):
             print("\nfigure3_aevb (Figure 3, AEVB on N = 50,000, each step size of the grid)\n")
             print(FD.fig3_aevb_markdown(FD.fig3_aevb_table()))
-        if args.gap in (None, "frey_face"):
-            from . import tables as T
+        from . import tables as T
 
+        if args.gap in (None, "frey_face"):
             print("\nfrey_face to the paper's end (Nz = 20, today's default, test from 1e6 on)\n")
             print(T.frey_long_run())
             print("\nfrey_face, every latent size to 1e7 (test from 1e6 on)\n")
             print(T.frey_latents())
         if args.gap in (None, "wake_sleep_nz200"):
-            from . import tables as T
-
             print("\nwake_sleep_nz200: the KL term on latents the decoder reads and on the rest\n")
             print(T.wake_sleep_nz200_kl())
         if args.gap is None:
-            from . import tables as T
-
             print("\nthe gap ledger: closed, narrowed or open, and the explanation that stands\n")
             print(T.gaps_remaining())
         return 0

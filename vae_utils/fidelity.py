@@ -104,6 +104,12 @@ def frey_long_points() -> tuple[list[int], dict[int, dict], list[dict]] | None:
     return sorted(runs), runs, rows
 
 
+def candidates_said(rows: list[dict], samples: float) -> str:
+    """Every candidate of a gap's table at ``samples``: its ours − paper (± sd) and its verdict."""
+    return "; ".join(f"{r['candidate']}: {r['ours_minus_paper']:+.1f}" + (f" ± {r['sd']:.1f}" if r["sd"] is not None else "")
+                     + f" ({verdict(r, rows)})" for r in rows if not r["default"] and r["samples"] == samples)
+
+
 def known_cause(dataset: str, algorithm: str, n_z: int | None = None, n_train: int | None = None) -> str:
     """What the fidelity experiments found about a gap between one of our curves and the paper's
     (``docs/fidelity.md``), in a sentence whose numbers come from their records."""
@@ -133,9 +139,7 @@ def known_cause(dataset: str, algorithm: str, n_z: int | None = None, n_train: i
         rows = [r for r in table("wake_sleep_nz200") if r["samples"] == 1e6]
         default = next((r for r in rows if r["default"]), None)
         if default is not None and len(rows) > 1:
-            said = "; ".join(f"{r['candidate']}: {r['ours_minus_paper']:+.1f}"
-                             + (f" ± {r['sd']:.1f}" if r["sd"] is not None else "") + f" ({verdict(r, rows)})"
-                             for r in rows if not r["default"])
+            said = candidates_said(rows, 1e6)
             return (f"with 200 latents today's wake-sleep is {default['ours_minus_paper']:+.1f} nats from the paper's at "
                     f"1e6 (mean over {len(default['seeds'])} seeds); tested: {said} ({where}, \"Wake-sleep with 200 "
                     f"latents\")")
@@ -151,10 +155,7 @@ def known_cause(dataset: str, algorithm: str, n_z: int | None = None, n_train: i
                     f"{worst['train']:.1f} nats of the paper's N = {n_train:,} train curve and {worst['test']:.1f} of "
                     f"its test curve at the paper's points ({where}, \"Batch MCEM\")")
     if algorithm == "aevb" and n_train == 50_000:
-        at = {}  # variant -> ours − paper on train at 2e6, one per seed
-        for r in fig3_aevb_table():
-            if r["paper_train"] is not None and r["samples"] == 2_000_000:
-                at.setdefault(r["variant"], []).append((r["train"] - r["paper_train"], r["lr"]))
+        at = fig3_aevb_at_2e6()
         if {"grid", "lr0.01", "lr0.02"} <= set(at):
             d = {v: statistics.fmean(x for x, _ in rows) for v, rows in at.items()}
             seeds = min(len(rows) for rows in at.values())
@@ -424,6 +425,15 @@ def fig3_aevb_table(seeds=(0, 1, 2)) -> list[dict]:
     return rows
 
 
+def fig3_aevb_at_2e6() -> dict[str, list[tuple[float, float]]]:
+    """Per variant of the probe, (ours − paper on train, the step used) at 2e6 samples, one per seed."""
+    at = {}
+    for r in fig3_aevb_table():
+        if r["paper_train"] is not None and r["samples"] == 2_000_000:
+            at.setdefault(r["variant"], []).append((r["train"] - r["paper_train"], r["lr"]))
+    return at
+
+
 def fig3_aevb_markdown(rows: list[dict]) -> str:
     from .plotting import samples_label
 
@@ -570,6 +580,11 @@ class Reading:
     seeds: int
 
 
+def _row_reading(at: str, row: dict) -> Reading:
+    """A row of ``table`` as a reading."""
+    return Reading(at, row["ours_minus_paper"], row["sd"], len(row["seeds"]))
+
+
 def _reading(at: str, values: list[float]) -> Reading | None:
     return (Reading(at, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
             if values else None)
@@ -588,10 +603,13 @@ def gap_status(first: Reading | None, now: Reading, digitization: float) -> str:
     return "open"
 
 
-def _figure2_gaps(pattern: str, dataset: str, n_z: int, algorithm: str, split: str, x: float) -> list[float]:
+def _figure2_gaps(pattern: str, dataset: str, n_z: int, algorithm: str, split: str, x: float,
+                  paper_x: float | None = None) -> list[float]:
+    """Ours − paper of the records matching ``pattern`` at ``x`` (the paper's value at ``paper_x``,
+    default ``x``), one per record that reached ``x``."""
     from .plotting import load_paper_curves, load_results, paper_value
 
-    theirs = paper_value(load_paper_curves(), "figure2", dataset, n_z, algorithm, split, x)
+    theirs = paper_value(load_paper_curves(), "figure2", dataset, n_z, algorithm, split, paper_x or x)
     vals = [v for r in load_results(pattern, RESULTS_DIR) if (v := _at(r["curve"], x, split)) is not None]
     return [] if theirs is None else [v - theirs for v in vals]
 
@@ -600,7 +618,7 @@ def gap_ledger() -> list[dict]:
     """Every gap to the paper found so far: where it was first measured (today's default of the
     first round), where it stands now (today's defaults, as far as they were run), its status
     (``gap_status``) and the explanation that stands, each sentence's numbers from the records."""
-    from .plotting import load_paper_curves, load_results, paper_value, samples_label as lab
+    from .plotting import samples_label as lab
 
     rows = []
 
@@ -618,43 +636,36 @@ def gap_ledger() -> list[dict]:
     end = [r for r in (long[2] if long else []) if r["gap"] is not None]
     if frey and end:
         seeds = len(long[0])
-        add("Frey Face AEVB, Nz = 20, test", Reading("1e6", frey[0]["ours_minus_paper"], frey[0]["sd"],
-                                                     len(frey[0]["seeds"])),
+        add("Frey Face AEVB, Nz = 20, test", _row_reading("1e6", frey[0]),
             Reading(lab(end[-1]["samples"]), end[-1]["gap"], end[-1]["gap_sd"], end[-1]["seeds"]), 10.0,
             f"early speed: no sourced setting differs and no step of the grid matches early, but trained on to the "
             f"paper's end ({end[-1]['seeds']} of {seeds} seeds there so far) ours meets the paper's curve; every other latent "
             f"size narrows the same way by 1e7 (\"Frey Face, every latent size\")")
     # the paper measured its Frey Face wake-sleep with Nz = 20 only at 1e8 (its plateau); ours was run to 1e7
-    plateau = paper_value(load_paper_curves(), "figure2", "frey_face", 20, "wake_sleep", "test", 1e8)
-    ours = [v for r in load_results("wake_sleep_frey_face_nz20_h200_grey_nall_seed*.json", RESULTS_DIR)
-            if (v := _at(r["curve"], 1e7, "test")) is not None]
-    if ours and plateau is not None:
-        add("Frey Face wake-sleep, Nz = 20, test", None, _reading("ours at 1e7 against the paper's 1e8",
-                                                                  [v - plateau for v in ours]), 10.0,
+    add("Frey Face wake-sleep, Nz = 20, test", None,
+        _reading("ours at 1e7 against the paper's 1e8",
+                 _figure2_gaps("wake_sleep_frey_face_nz20_h200_grey_nall_seed*.json", "frey_face", 20, "wake_sleep",
+                               "test", 1e7, paper_x=1e8)), 10.0,
             "not explained: the paper's wake-sleep stays at the level of an independent per-pixel Gaussian (about "
             "575) at every Nz, ours sits there at Nz = 2 but climbs far above it with 20 latents")
-    ws = {lab(r["samples"]): r for r in table("wake_sleep") if r["default"]}
-    dyn = {lab(r["samples"]): r for r in table("wake_sleep") if r["experiment"] == "ws_dynamic"}
+    ws_rows = table("wake_sleep")
+    ws = {lab(r["samples"]): r for r in ws_rows if r["default"]}
+    dyn = {lab(r["samples"]): r for r in ws_rows if r["experiment"] == "ws_dynamic"}
     x = "3.16e6"
     if x in ws:
         last = max(ws.values(), key=lambda r: r["samples"])
         d = dyn.get(x)
-        add("wake-sleep MNIST, Nz = 20, train",
-            Reading(x, ws[x]["ours_minus_paper"], ws[x]["sd"], len(ws[x]["seeds"])),
-            Reading(lab(last["samples"]), last["ours_minus_paper"], last["sd"], len(last["seeds"])), 0.5,
-            f"not explained: none of the {len({c['experiment'] for c in table('wake_sleep') if not c['default']})} "
+        add("wake-sleep MNIST, Nz = 20, train", _row_reading(x, ws[x]), _row_reading(lab(last["samples"]), last), 0.5,
+            f"not explained: none of the {len({c['experiment'] for c in ws_rows if not c['default']})} "
             f"candidates moves the curve beyond the seed spread"
             + (f" (dynamic binarisation {d['ours_minus_paper']:+.1f} ± {d['sd']:.1f} at {x}, scored on "
                f"binarised images, so confounded)" if d and d["sd"] is not None else ""))
     w200 = table("wake_sleep_nz200")
     r = next((r for r in w200 if r["default"] and r["samples"] == 1e6), None)
     if r is not None:
-        cands = [c for c in w200 if not c["default"] and c["samples"] == 1e6]
-        add("wake-sleep MNIST, Nz = 200, train", None,
-            Reading("1e6", r["ours_minus_paper"], r["sd"], len(r["seeds"])), 0.5,
-            "tested: " + "; ".join(f"{c['candidate']}: {c['ours_minus_paper']:+.1f}"
-                      + (f" ± {c['sd']:.1f}" if c["sd"] is not None else "") + f" ({verdict(c, w200)})"
-                      for c in cands) if cands else "not tested yet")
+        said = candidates_said(w200, 1e6)
+        add("wake-sleep MNIST, Nz = 200, train", None, _row_reading("1e6", r), 0.5,
+            f"tested: {said}" if said else "not tested yet")
     mcem = {n: {(r["variant"], r["split"]): r for r in mcem_seed_table(n_train=n)} for n in (MCEM_N, 50_000)}
     for split in ("train", "test"):  # the left panel
         old, new = mcem[MCEM_N].get(("capped", split)), mcem[MCEM_N].get((MCEM_DEFAULT, split))
@@ -672,10 +683,7 @@ def gap_ledger() -> list[dict]:
                 add(f"MCEM, Figure 3, N = 50,000, {split}, at {lab(x)}", None,
                     Reading(f"{lab(x)}, batch MCEM", *big["ours_minus_paper"][x], len(big["seeds"])), 0.5,
                     "batch MCEM puts the right panel's MCEM within a few nats; the rest is not explained")
-    aevb = {}
-    for r in fig3_aevb_table():
-        if r["paper_train"] is not None and r["samples"] == 2_000_000:
-            aevb.setdefault(r["variant"], []).append(r["train"] - r["paper_train"])
+    aevb = {v: [d for d, _ in rows_] for v, rows_ in fig3_aevb_at_2e6().items()}
     if "grid" in aevb:
         g = _reading("2e6", aevb["grid"])
         add("Figure 3 AEVB, N = 50,000, train, at 2e6", g, g, 0.5,
@@ -695,6 +703,11 @@ LATENT_KL_LABELS = {"ws200_default": "wake-sleep (today)", "ws200_logvar0.1": "w
                     "ws200_lr0.02": "wake-sleep, step 0.02"}
 
 
+def _aevb_nz200(seed: int, samples: int) -> TrainConfig:
+    """The latent-KL study's reference: today's AEVB on the Nz = 200 gap's model."""
+    return TrainConfig(**{**BASE["wake_sleep_nz200"], "algorithm": "aevb"}, seed=seed, samples=samples)
+
+
 def latent_kl(cfg: TrainConfig, n: int = LATENT_KL_N) -> dict:
     """The KL term of the bound of a finished run, KL(q(z|x) || N(0, I)) = sum_j KL_j with
     KL_j = (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) / 2, averaged over the first ``n`` test images and
@@ -702,6 +715,7 @@ def latent_kl(cfg: TrainConfig, n: int = LATENT_KL_N) -> dict:
     weight matrix at least ``ACTIVE_SHARE`` of the largest) and the rest."""
     import torch
 
+    from .estimators import gaussian_kl
     from .records import checkpoint_path
     from .train import evaluation_images, load_trained
 
@@ -709,8 +723,8 @@ def latent_kl(cfg: TrainConfig, n: int = LATENT_KL_N) -> dict:
     x = evaluation_images(cfg, "test", n)
     with torch.no_grad():
         mu, logvar = model.encode(x)
-        # KL_j per image, then the mean over images
-        kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).mean(0)
+        # KL_j per image (each latent its own one-dimensional Gaussian), then the mean over images
+        kl = gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1)).mean(0)
         norms = model.dec_hidden.weight.norm(dim=0)
     read = norms >= ACTIVE_SHARE * norms.max()
     return {"run": cfg.name, "algorithm": cfg.algorithm, "ws_logvar_scale": cfg.ws_logvar_scale,
@@ -725,7 +739,7 @@ def latent_kl_study(seeds=(0, 1, 2), samples: int = 1_000_000, out=None, log=pri
     from .records import checkpoint_path, provenance, save_once
 
     configs = [config(e, s, samples) for e in experiments("wake_sleep_nz200") for s in seeds]
-    configs += [TrainConfig(dataset="mnist", n_z=200, n_hidden=500, seed=s, samples=samples) for s in seeds]
+    configs += [_aevb_nz200(s, samples) for s in seeds]
     done = [c for c in configs if checkpoint_path(c).is_file() and (r := recorded_results(c)) and r["finished"]]
     rows = [latent_kl(c) for c in done]
     record = {"settings": {"n": LATENT_KL_N, "active_share": ACTIVE_SHARE, "samples": samples},
@@ -737,7 +751,7 @@ def latent_kl_markdown(record: dict) -> str:
     """Per method: the KL term of the bound and its share on latents the decoder does not read,
     mean ± sd over the seeds."""
     labels = {config(e, 0, 1).name.rsplit("_seed", 1)[0]: LATENT_KL_LABELS[e.name] for e in experiments("wake_sleep_nz200")}
-    labels[TrainConfig(dataset="mnist", n_z=200, n_hidden=500).name.rsplit("_seed", 1)[0]] = "AEVB (today)"
+    labels[_aevb_nz200(0, 1).name.rsplit("_seed", 1)[0]] = "AEVB (today)"
     groups = {}
     for r in record["results"]:
         groups.setdefault(labels.get(r["run"].rsplit("_seed", 1)[0], r["run"]), []).append(r)

@@ -816,7 +816,7 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
     else:
         check_output_file(out, "AIS calibration record")
     record = record or {"settings": settings, "seed": seed, "models": [], "provenance": session}
-    done = {m["name"] for m in record["models"]}
+    done = set(have)
 
     def timed(f):
         t0 = time.perf_counter()
