@@ -242,3 +242,14 @@ def test_the_reading_computes_the_cost_of_ais_against_appendix_d():
     assert "at 35–37 times the cost of Appendix D" in text
     assert "most accurate of the three estimators on 2 of 2 models" in text
     assert "falls from T = 100 to T = 1000 on 2 of 2 models" in text
+
+
+def test_a_calibrated_model_is_named_as_the_tables_name_its_method():
+    from vae_utils.likelihood_studies import calibrated_model_label
+    from vae_utils.plotting import method_label
+
+    old_mcem = {"algorithm": "mcem", "n_train": 1000}  # calibrated before records carried mcem_m_step: minibatch
+    batch = {"algorithm": "mcem", "mcem_m_step": "full_batch", "n_train": 50_000}
+    assert calibrated_model_label(old_mcem) == "MCEM (on-line) N=1000"
+    assert calibrated_model_label(batch) == "MCEM N=50000" == f"{method_label(batch)} N=50000"
+    assert calibrated_model_label({"algorithm": "aevb", "n_train": 1000}) == "AEVB N=1000"

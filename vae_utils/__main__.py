@@ -155,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--samples", type=_count, default=1_000_000, help="training samples evaluated (budget)")
     t.add_argument("--lr", type=_lr, default="auto", help="Adagrad global step, or 'auto' (the paper's grid search)")
     t.add_argument("--lr-trial-samples", type=_count, default=100_000)
-    t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve")
+    t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve (at most: a smaller split is used whole)")
     t.add_argument("--ws-logvar-scale", type=_positive, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
     t.add_argument("--mcem-step-rule", choices=("capped", "uncapped2013"), default="capped",
                    help="MCEM's HMC step tuning: x or / 1.25 (anglepy 2014) or 1.02^N (anglepy 2013)")

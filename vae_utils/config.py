@@ -53,7 +53,7 @@ class TrainConfig:
     samples: int = 1_000_000         # training samples evaluated (the paper's x axis)
     eval_per_decade: int = 4
     eval_from: int = 10_000
-    eval_n: int = 10_000             # datapoints of each split used for the curve
+    eval_n: int = 10_000             # datapoints of each split used for the curve (at most: a smaller split is used whole)
     seed: int = 0
     # wake-sleep
     ws_logvar_scale: float = 1.0     # anglepy's recognition net used 0.1

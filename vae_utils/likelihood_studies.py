@@ -49,13 +49,13 @@ import torch
 
 from . import checks
 from .budgets import Budget
-from .config import config_of_record, identity_differences, recorded_value
+from .config import config_of_record, identity_differences
 from .exact import LinearGaussian, quadrature_log_likelihood, quadrature_settings
 from .experiments import trained_model
 from .marginal_likelihood import (APPENDIX_D, PAPER_L, ais_log_likelihood, check_ais_settings, bdmc,
                                   hmc_kde_log_likelihood, importance_log_likelihood)
 from .claims import every
-from .plotting import ESTIMATOR_LABELS, LABELS, model_label, samples_label  # noqa: F401 (the study's labels)
+from .plotting import ESTIMATOR_LABELS, LABELS, method_label, model_label, samples_label  # noqa: F401 (the study's labels)
 from .records import (AIS_CALIBRATION, RESULTS_DIR, another_computation, check_output_file, differences, existing_record, provenance,
                       write_record)
 from .sweep import MissingResultError
@@ -879,12 +879,9 @@ def ais_calibration(checkpoints, n: int = 100, *, num_steps: int = 1000, num_cha
 
 
 def calibrated_model_label(entry: dict) -> str:
-    """A calibration entry's model in words: 'AEVB N=1000'; MCEM as batch or on-line (the
-    on-line runs calibrated before the field existed lack it)."""
-    kind = LABELS[entry["algorithm"]]
-    if entry["algorithm"] == "mcem":
-        kind = "batch MCEM" if recorded_value(entry, "mcem_m_step") == "full_batch" else "MCEM (on-line)"
-    return f"{kind} N={entry['n_train']}"
+    """A calibration entry's model in words, named as every table names a method
+    (``plotting.method_label``): 'AEVB N=1000', 'MCEM (on-line) N=1000'."""
+    return f"{method_label(entry)} N={entry['n_train']}"
 
 
 def ais_calibration_claim(record: dict) -> dict:

@@ -224,8 +224,9 @@ EVAL_BINARIZE_SEED = 4321
 
 
 def eval_sets(cfg: TrainConfig, X_train, X_test):
-    """The first ``eval_n`` points of each split; with dynamic binarisation one seeded draw of
-    them, so that every point of a curve scores the same binary images."""
+    """The first ``eval_n`` points of each split (a split with fewer is used whole: Frey Face's
+    test split, MNIST's N_train = 1000); with dynamic binarisation one seeded draw of them, so
+    that every point of a curve scores the same binary images."""
     sets = {"train": X_train[:cfg.eval_n], "test": X_test[:cfg.eval_n]}
     if cfg.binarize == "dynamic":
         g = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
