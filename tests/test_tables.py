@@ -79,3 +79,18 @@ def test_sample_counts_read_as_the_paper_writes_them():
     assert [T._count(x) for x in (1e6, 10 ** 5.5, 2.4e8, 5e5, 2_020_000, 9.999e6)] == \
         ["1e6", "3.16e5", "2.4e8", "5e5", "2.02e6", "1e7"]
     assert T._pair(-1.04, -1.0) == "-1.0" and T._pair(-1.0, None) == "-1.0 / —"
+
+
+def test_a_budgets_figure2_table_waits_for_every_run_of_its_notebook(tmp_path, monkeypatch):
+    quick, results = REPO_ROOT / "results" / "quick", tmp_path / "results"
+    table = T.render("quick_figure2_frey")  # from the committed quick record
+    monkeypatch.setattr(T.Places, "for_budget", classmethod(lambda cls, budget, output_dir=None: cls(
+        results, tmp_path / "figures", tmp_path / "checkpoints", results / "notebooks")))
+    results.mkdir()
+    records = sorted(quick.glob("*_frey_face_*_seed0.json"))
+    assert len(records) == 8  # AEVB and wake-sleep at Nz = 2, 5, 10, 20
+    for p in records[:-1]:
+        shutil.copy(p, results / p.name)
+    assert T.figure2_frey("quick") == "**Not run yet:** `python -m vae_utils reproduce --budget quick --only 04`"
+    shutil.copy(records[-1], results / records[-1].name)
+    assert T.figure2_frey("quick") == table and "| 20 |" in table

@@ -15,6 +15,7 @@ suite runs the check, so a table cannot be typed by hand or go stale behind its 
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from . import fidelity as FD
 from .benchmark import table as benchmark_table
 from .budgets import NotebookParameters, Places, get_budget
-from .experiments import FIGURE2_LATENTS, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
+from .experiments import FIGURE2_LATENTS, figure2_configs, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
 from .plotting import LABELS, PAPER_CSV, likelihood_table, method_label, load_paper_curves, load_results, paper_value, samples_label
 from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
 
@@ -30,7 +31,6 @@ DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performan
 BEGIN = re.compile(r"^<!-- table (?P<name>[a-z0-9_]+): generated from results/ by `python -m vae_utils tables`; "
                    r"edit the code, not the table -->$")
 END = "<!-- end table {name} -->"
-QUICK = RESULTS_DIR / "quick"
 
 
 def _paper() -> list[dict]:
@@ -63,7 +63,7 @@ def _at(record: dict, samples: float, split: str):
     return FD._at(record["curve"], samples, split)
 
 
-# --- the README: budgets and the committed quick record -----------------------------------
+# --- the README: budgets and each budget's committed record ----------------------------------
 
 def budgets() -> str:
     from .budgets import BUDGETS
@@ -77,11 +77,31 @@ def budgets() -> str:
     return "\n".join(lines)
 
 
-def quick_figure2_mnist() -> str:
+def _budget_runs(budget: str, dataset: str) -> dict | None:
+    """A budget's Figure-2 runs of ``dataset`` (the runs notebook 03 or 04 draws), keyed
+    (algorithm, Nz), once every one of them has finished at the budget's count; else None."""
+    p = NotebookParameters({"budget": budget}, get_budget(budget), Places.for_budget(budget))
+    runs = {}
+    for c in figure2_configs(p, dataset):
+        path = Path(c.results_dir) / f"{c.name}.json"
+        r = read_json(path) if path.is_file() else None
+        if r is None or not r.get("finished") or r["samples_seen"] < c.samples:
+            return None
+        runs[c.algorithm, c.n_z] = r
+    return runs
+
+
+def _not_run(budget: str, notebook: str) -> str:
+    return f"**Not run yet:** `python -m vae_utils reproduce --budget {budget} --only {notebook}`"
+
+
+def figure2_mnist(budget: str) -> str:
     paper = _paper()
-    runs = {(r["algorithm"], r["config"]["n_z"]): r for r in load_results("*_mnist_*_h500_*_n50000_seed0.json", QUICK)}
-    nzs = sorted({nz for _, nz in runs if ("aevb", nz) in runs and ("wake_sleep", nz) in runs})
-    at = 10 ** 6
+    runs = _budget_runs(budget, "mnist")
+    if runs is None:
+        return _not_run(budget, "03")
+    nzs = sorted({nz for _, nz in runs})
+    at = get_budget(budget).mnist_samples
     eval_n = sorted({r["config"]["eval_n"] for r in runs.values()})
     lines = [f"**Figure 2, MNIST, at {_count(at)} training samples** (ours from `eval_n` = "
              f"{', '.join(map(str, eval_n))} images per split; the paper's digitized, ±0.5 nat; train / test; "
@@ -104,9 +124,11 @@ def quick_figure2_mnist() -> str:
     return "\n".join(lines)
 
 
-def quick_figure2_frey() -> str:
+def figure2_frey(budget: str) -> str:
     paper = _paper()
-    runs = {(r["algorithm"], r["config"]["n_z"]): r for r in load_results("*_frey_face_*_seed0.json", QUICK)}
+    runs = _budget_runs(budget, "frey_face")
+    if runs is None:
+        return _not_run(budget, "04")
     nzs = sorted({nz for _, nz in runs})
     at = min(r["curve"][-1]["samples"] for r in runs.values())
     lines = [f"**Figure 2, Frey Face, at {_count(at)} training samples** (train / test; the paper's ±10 nats):", "",
@@ -121,11 +143,14 @@ def quick_figure2_frey() -> str:
     return "\n".join(lines)
 
 
-def quick_figure3() -> str:
+def figure3(budget: str) -> str:
     paper = _paper()
     # the runs notebook 05 draws at this budget (MCEM: batch; the on-line runs it drew before keep their records)
-    p = NotebookParameters({"budget": "quick"}, get_budget("quick"), Places.for_budget("quick"))
-    records = [read_curve_record(path) for c in figure3_configs(p) if (path := likelihood_curve_path(c)).is_file()]
+    p = NotebookParameters({"budget": budget}, get_budget(budget), Places.for_budget(budget))
+    configs = figure3_configs(p)
+    if not all(likelihood_curve_path(c).is_file() for c in configs):
+        return _not_run(budget, "05")
+    records = [read_curve_record(likelihood_curve_path(c)) for c in configs]
     order = {"aevb": 0, "mcem": 1, "wake_sleep": 2}
     records.sort(key=lambda r: (r["config"]["n_train"], order[r["algorithm"]]))
     at = {r["points"][-1]["samples"] for r in records}
@@ -352,7 +377,10 @@ def benchmark_profile() -> str:
     return "\n".join(lines)
 
 
-TABLES = {f.__name__: f for f in (budgets, quick_figure2_mnist, quick_figure2_frey, quick_figure3, figure2_long_runs, seed_spread,
+RECORDED_BUDGETS = ("quick", "standard")  # the budgets whose record the README shows, one section each
+BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_BUDGETS
+                 for f in (figure2_mnist, figure2_frey, figure3)}
+TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
                                    figure3_long_runs, quadrature, verify_noise, fidelity_frey_face, fidelity_wake_sleep,
                                    fidelity_wake_sleep_nz200, wake_sleep_nz200_kl,
                                    frey_long_run, frey_latents,
