@@ -87,6 +87,10 @@ def test_figure2s_claims_weigh_each_margin_against_twice_the_seed_sd(monkeypatch
     assert verdicts["AEVB above wake-sleep, Nz = 5"] == "within error"  # margin 1.0 (test) against 2 x sd = 2
     assert verdicts["AEVB above wake-sleep, Nz = 20"] == "held"
     assert verdicts["Nz = 200 does not overfit (AEVB): train − test < 2 nats"] == "not held"  # gap 5 > 2 + 2
+    # where no two seeds reach that far there is no error to weigh with: no verdict, not a zero error
+    monkeypatch.setattr(E, "seed_spread", lambda dataset, x, quantity="train": (None, "no two committed seeds reach this far"))
+    rows = E.figure2_claims([run("aevb", 20, -123.0, -124.0), run("wake_sleep", 20, -133.0, -134.0)])
+    assert [(r["verdict"], r["error"]) for r in rows] == [("—", "no two committed seeds reach this far")]
 
 
 def test_the_seed_spread_is_the_sd_of_the_committed_seeds_at_that_sample_count():
