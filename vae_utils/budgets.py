@@ -5,7 +5,7 @@ The paper trains every model for 1e8 or more "training samples evaluated" (its x
 
     smoke     every notebook in about two minutes (CI); the numbers only show that it runs
     quick     the whole set in about 30 minutes on 2 cores; still shows each claim of the paper
-    standard  the largest that a 2-core machine finishes in about three hours
+    standard  1e7 samples per run, the middle of the paper's axes: more than one 3-hour session on 2 cores
     paper     the paper's own sample counts (Figure 2: 2.4e8 MNIST, 1e8 Frey; Figure 3: 6e7)
 
 All knobs that a budget scales are in the table ``BUDGETS`` below, one row per budget.

@@ -110,7 +110,8 @@ DIGITIZATION = {"mnist": 0.5, "frey_face": 10.0}
 
 def seed_spread_dirs() -> tuple[Path, ...]:
     """Where the three-seed runs of Nz = 20 are looked for, in this order: the engine's long runs
-    (``results/``), then the standard budget's record (which trains seeds 1 and 2 beside its own)."""
+    (``results/``), then the standard budget's record (which trains seeds 1 and 2 beside its own).
+    Only finished runs count."""
     from .budgets import Places
 
     return RESULTS_DIR, Places.for_budget("standard").results
@@ -138,7 +139,8 @@ def seed_spread(dataset: str, samples: float, quantity: str = "train") -> tuple[
             for folder in seed_spread_dirs():
                 cfg = TrainConfig(dataset=dataset, algorithm=alg, n_z=20, n_hidden=FIGURE2_HIDDEN[dataset], seed=seed,
                                   results_dir=str(folder))
-                if results_path(cfg).is_file() and (record := recorded_results(cfg)):
+                # finished runs only: a run still training here must not change what a table says
+                if results_path(cfg).is_file() and (record := recorded_results(cfg)) and record.get("finished"):
                     points.append(min(record["curve"], key=distance))
             pt = min(points, key=distance, default=None)  # min keeps the first of equals: results/ before a budget's
             if pt is not None and distance(pt) <= 0.3 and read(pt) is not None:
