@@ -25,6 +25,7 @@ from .benchmark import table as benchmark_table
 from .budgets import NotebookParameters, Places, get_budget
 from .experiments import FIGURE2_LATENTS, figure2_configs, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
 from .plotting import LABELS, PAPER_CSV, likelihood_table, method_label, load_paper_curves, load_results, paper_value, samples_label
+from .sweep import finished_result
 from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performance.md")
@@ -81,14 +82,8 @@ def _budget_runs(budget: str, dataset: str) -> dict | None:
     """A budget's Figure-2 runs of ``dataset`` (the runs notebook 03 or 04 draws), keyed
     (algorithm, Nz), once every one of them has finished at the budget's count; else None."""
     p = NotebookParameters({"budget": budget}, get_budget(budget), Places.for_budget(budget))
-    runs = {}
-    for c in figure2_configs(p, dataset):
-        path = Path(c.results_dir) / f"{c.name}.json"
-        r = read_json(path) if path.is_file() else None
-        if r is None or not r.get("finished") or r["samples_seen"] < c.samples:
-            return None
-        runs[c.algorithm, c.n_z] = r
-    return runs
+    runs = {(c.algorithm, c.n_z): finished_result(c) for c in figure2_configs(p, dataset)}
+    return None if None in runs.values() else runs
 
 
 def _not_run(budget: str, notebook: str) -> str:
