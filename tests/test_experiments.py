@@ -93,6 +93,19 @@ def test_figure2s_claims_weigh_each_margin_against_twice_the_seed_sd(monkeypatch
     assert [(r["verdict"], r["error"]) for r in rows] == [("—", "no two committed seeds reach this far")]
 
 
+def test_a_claim_on_single_runs_is_weighed_by_the_seed_spread_of_its_quantity_or_left_unjudged(monkeypatch):
+    from vae_utils import experiments as E
+
+    asked = []
+    monkeypatch.setattr(E, "seed_spread", lambda dataset, x, quantity="train": asked.append((dataset, x, quantity))
+                        or (0.4, "seed sd (test)"))
+    row = E.seed_claim("Nz = 20 above Nz = 2", "-100 vs -101", 1.0, "mnist", 1e7, "test")
+    assert asked == [("mnist", 1e7, "test")] and row["verdict"] == "held" and row["error"].startswith("±0.80")
+    assert E.seed_claim("c", "m", 0.5, "mnist", 1e7, "test")["verdict"] == "within error"  # 0.5 <= 2 x 0.4
+    monkeypatch.setattr(E, "seed_spread", lambda *a, **k: (None, "no two committed seeds reach this far"))
+    assert E.seed_claim("c", "m", 5.0, "mnist", 1e7)["verdict"] == "—"  # never weighed against a zero error
+
+
 def test_the_seed_spread_is_the_sd_of_the_committed_seeds_at_that_sample_count():
     import json
     import statistics

@@ -58,3 +58,15 @@ def test_a_reading_where_the_paper_has_no_value_says_so_instead_of_comparing(mon
     text = readings.figure2_reading([_run("aevb", 3, 10_000, -300.0, -301.0), _run("wake_sleep", 3, 10_000, -310.0, -311.0)],
                                     load_paper_curves())
     assert "the paper's curves have no value at 1e4" in text.lower() and "every curve lies within" not in text
+
+
+def test_a_reading_without_a_seed_spread_weighs_by_the_digitization_alone_and_says_so(monkeypatch):
+    import vae_utils.experiments as E
+    none = lambda *a, **k: (None, "no two committed seeds reach this far")
+    monkeypatch.setattr(E, "seed_spread", none)
+    monkeypatch.setattr(readings, "seed_spread", none)
+    # at 1e6 the paper's Nz = 20 AEVB is -126.2: 1.0 above it is beyond the digitization (0.5) alone
+    text = readings.figure2_reading([_run("aevb", 20, 1_000_000, -125.2, -125.2),
+                                     _run("wake_sleep", 20, 1_000_000, -133.2, -133.2)], load_paper_curves())
+    assert "(±0.5) alone (no two seeds reach this far) (0.5 nats in all)" in text
+    assert "AEVB Nz = 20 train +1.0" in text and "twice the seed sd" not in text
