@@ -208,6 +208,6 @@ def identity_differences(recorded: dict, cfg: TrainConfig) -> dict:
     are not compared (``identity``)."""
     import json
 
-    now = json.loads(json.dumps(cfg.identity(), default=str))  # as a JSON record holds it (tuples as lists)
-    old = json.loads(json.dumps(recorded, default=str))
-    return {k: (old.get(k, RECORDED_BEFORE.get(k)), v) for k, v in now.items() if old.get(k, RECORDED_BEFORE.get(k)) != v}
+    as_json = lambda d: json.loads(json.dumps(d, default=str))  # as a JSON record holds it (tuples as lists)
+    now, old, before = as_json(cfg.identity()), as_json(recorded), as_json(RECORDED_BEFORE)
+    return {k: (old.get(k, before.get(k)), v) for k, v in now.items() if old.get(k, before.get(k)) != v}
