@@ -353,7 +353,10 @@ def figure3_claims(records: list[dict], paper_rows) -> list[dict]:
                 rows.append(unjudged(text, "the paper has no curve here" if all(v is None for v in theirs.values())
                                      else "the paper's curves meet here", "—"))
                 continue
-            paper_order = " > ".join(LABELS[a] for a in sorted(algs, key=lambda a: -known[a]))
+            # the paper's order as its figure resolves it: "≈" joins curves within its digitization
+            order = sorted(algs, key=lambda a: -known[a])
+            paper_order = LABELS[order[0]] + "".join(
+                (" > " if known[a] - known[b] > DIGITIZATION["mnist"] else " ≈ ") + LABELS[b] for a, b in zip(order, order[1:]))
             rows.append(_ordered(text, pairs, n, split, value, algs, f"; paper {paper_order}"))
     return rows
 
