@@ -142,3 +142,18 @@ def test_the_latent_kl_split_adds_up_to_the_closed_form_kl_of_the_bound(tmp_path
         truth = gaussian_kl(mu, logvar).mean().item()  # KL(q || N(0, I)) per image, eq. 10's closed form
     assert abs(row["kl"] - truth) < 1e-4 * max(1.0, abs(truth))
     assert abs(row["kl_read"] + row["kl_unread"] - row["kl"]) < 1e-5 and 1 <= row["latents_read"] <= 8
+
+
+def test_frey_wake_sleeps_candidates_are_read_at_1e7_beside_todays_default(monkeypatch):
+    def run(test_at_1e7):
+        return {"curve": [{"samples": 1_000_000, "test": 600.0}, {"samples": 10_000_000, "test": test_at_1e7}]}
+
+    runs = {"wsfrey_default": {0: run(999.0)}, "wsfrey_logvar0.1": {0: run(960.0), 1: run(970.0)}}
+    monkeypatch.setattr(fidelity, "_results", lambda e: runs.get(e.name, {}))
+    [(e, values, default)] = fidelity.frey_wake_sleep_tested()
+    assert e.overrides == {"ws_logvar_scale": 0.1} and values == [960.0, 970.0] and default == [999.0]
+    cause = fidelity.known_cause("frey_face", "wake_sleep", n_z=20)
+    assert "climbs as well (test 965 at 1e7, 2 seeds, against today's 999)" in cause and "open" in cause
+    # before any candidate has run, the cause says what is known and nothing of a test
+    runs.pop("wsfrey_logvar0.1")
+    assert fidelity.frey_wake_sleep_tested() == [] and "tested" not in fidelity.known_cause("frey_face", "wake_sleep", n_z=20)
