@@ -36,6 +36,11 @@ class Experiment:
     overrides: dict = field(default_factory=dict)
     default: bool = False  # today's default: its runs live in results/ under the engine's names
 
+    @property
+    def short(self) -> str:
+        """The candidate's name without its details (the words before the first ':' or ',')."""
+        return self.candidate.split(":")[0].split(",")[0]
+
 
 BASE = {
     "frey_face": dict(algorithm="aevb", dataset="frey_face", n_z=20, n_hidden=200),
@@ -132,10 +137,13 @@ def _frey_wake_sleep_said() -> str:
     """What the candidates of the Frey Face wake-sleep gap did, in words ('' where none has run)."""
     from .plotting import samples_label
 
-    return "; ".join(f"{e.candidate.split(',')[0]} climbs as well (test {statistics.fmean(v):.0f} at "
-                     f"{samples_label(FREY_WS_AT)}, {len(v)} seed{'s' if len(v) > 1 else ''}, against today's "
-                     f"{statistics.fmean(d):.0f})" if d else f"{e.candidate.split(',')[0]}: test {statistics.fmean(v):.0f}"
-                     for e, v, d in frey_wake_sleep_tested())
+    said = []
+    for e, values, default in frey_wake_sleep_tested():
+        test = f"test {statistics.fmean(values):.0f}"
+        said.append(f"{e.short}: {test}" if not default else
+                    f"{e.short} climbs as well ({test} at {samples_label(FREY_WS_AT)}, {len(values)} "
+                    f"seed{'s' if len(values) > 1 else ''}, against today's {statistics.fmean(default):.0f})")
+    return "; ".join(said)
 
 
 def known_cause(dataset: str, algorithm: str, n_z: int | None = None, n_train: int | None = None) -> str:

@@ -320,7 +320,7 @@ def frey_latents() -> str:
     for e in FD.experiments("wake_sleep_frey"):
         if not e.default and (r := FD._results(e).get(0)) is not None:
             base = FD.BASE[e.gap]
-            row(f"{LABELS[base['algorithm']]}, Nz = {base['n_z']}, {e.candidate.split(',')[0]} (`{e.name}`)", r,
+            row(f"{LABELS[base['algorithm']]}, Nz = {base['n_z']}, {e.short} (`{e.name}`)", r,
                 base["algorithm"], base["n_z"])
     return "\n".join(lines)
 
