@@ -38,12 +38,68 @@ def test_a_piece_stops_at_its_time_limit_then_the_notebook_draws_what_the_next_p
     ({"budget": "huge"}, "budget='huge' is not a budget"),
     ({"device": "tpu"}, "device='tpu' is not allowed"),
     ({"max_minutes": -1}, "max_minutes=-1 is not allowed"),
+    ({"algorithms": ["vae"]}, "algorithms=['vae'] is not allowed"),
+    ({"latents": [0]}, "latents=[0] is not allowed"),
+    ({"latents": [7]}, "no run of Figures 2 has algorithms=None and latents=[7]"),
+    ({"start_from": "standrad"}, "start_from='standrad' is not allowed: it is neither a budget"),
+    ({"start_from": "OUT"}, "is not allowed: it is this piece's own place"),
 ])
 def test_a_bad_piece_is_refused_in_one_line_before_any_work(tmp_path, kw, match):
+    kw = {k: tmp_path / "out" if v == "OUT" else v for k, v in kw.items()}
     args = {"budget": "smoke", "figures": ["2"], "output_dir": tmp_path / "out", **kw}
     with pytest.raises((ValueError, TypeError), match=re.escape(match)) as e:
         train_piece(args.pop("budget"), args.pop("figures"), **args, **QUIET)
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_a_run_started_from_another_places_finished_run_goes_on_as_if_trained_in_one_go(tmp_path, data_dir):
+    import json
+
+    import torch
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], **QUIET)
+    short = train_piece("smoke", ["2"], output_dir=tmp_path / "short", target=2_000, **one)
+    whole = train_piece("smoke", ["2"], output_dir=tmp_path / "whole", **one)
+    assert short["finished"] == whole["finished"] == ["aevb_frey_face_nz2_h200_grey_nall_seed0"]
+    before = _mtimes(tmp_path / "short")
+    logged = []
+    went_on = train_piece("smoke", ["2"], output_dir=tmp_path / "went_on", start_from=tmp_path / "short",
+                          **{**one, "log": logged.append})
+    assert went_on["finished"] == whole["finished"] and _mtimes(tmp_path / "short") == before  # the source only read
+    assert any("starts from" in line and "at 2,000 samples" in line for line in logged)
+    name = whole["finished"][0]
+    a, b = (json.loads((tmp_path / d / "results" / f"{name}.json").read_text()) for d in ("went_on", "whole"))
+    # the same points (plus the first run's own end, 2,000), the same values: train and test bounds
+    # (the minibatch mean after 2,000 averages a shorter window, and the times differ)
+    values = lambda r: {p["samples"]: (p["train"], p["test"]) for p in r["curve"]}  # noqa: E731
+    assert set(values(a)) == set(values(b)) | {2_000} and len(values(b)) > 2
+    assert {k: v for k, v in values(a).items() if k != 2_000} == values(b) and a["lr"] == b["lr"]
+    wa, wb = (torch.load(tmp_path / d / "checkpoints" / f"{name}.pt", weights_only=True)["run"]["model"]
+              for d in ("went_on", "whole"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)  # bit for bit
+    # its sessions: the first run's session, where it was copied from, and the session that went on
+    assert [s["from_samples"] for s in a["sessions"]] == [0, 2_000, 2_000]
+    assert a["sessions"][1]["adopted_from"].endswith(f"short/results/{name}.json")
+    assert a["sessions"][2]["provenance"] == a["provenance"] and "git_commit" in a["sessions"][0]["provenance"]
+    # a second piece finds the run there: nothing adopted again, nothing rewritten
+    after = _mtimes(tmp_path / "went_on")
+    train_piece("smoke", ["2"], output_dir=tmp_path / "went_on", start_from=tmp_path / "short", **one)
+    assert _mtimes(tmp_path / "went_on") == after
+
+
+def test_a_run_of_another_computation_is_not_adopted(tmp_path, data_dir, monkeypatch):
+    from vae_utils import experiments as E
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2])
+    train_piece("smoke", ["2"], output_dir=tmp_path / "short", target=2_000, **one, **QUIET)
+    real = E.figure2_configs  # the same name with another step-size trial: another computation
+    monkeypatch.setattr(E, "figure2_configs", lambda *a, **k: [c.__class__(**{**c.__dict__, "lr_trial_samples": 999})
+                                                               for c in real(*a, **k)])
+    logged = []
+    train_piece("smoke", ["2"], output_dir=tmp_path / "other", start_from=tmp_path / "short", **one,
+                progress=False, log=logged.append)
+    assert any("not started from" in line and "another computation" in line for line in logged)
+    assert not any("starts from" in line for line in logged)
 
 
 # --- the figures' claims: three verdicts, each margin weighed against a measured error ---------------

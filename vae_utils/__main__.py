@@ -92,6 +92,7 @@ _seed = _type(_parse_seed, "seed", "an integer in 0..2^63-1")
 _seeds = _type(_parse_seeds, "seeds", "comma-separated integers in 0..2^63-1, e.g. 0,1,2")
 _lr = _type(_parse_lr, "step size", "'auto' or a positive number")
 _names = _type(_parse_names, "names", "comma-separated names, e.g. 02,04 (',' or '' names nothing)")
+_ints = _type(lambda v: [int(n) for n in _parse_names(v)], "integers", "comma-separated integers, e.g. 3,20")
 
 
 def _parse_positive(value: str) -> float:
@@ -232,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
     pc.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="paper")
     pc.add_argument("--figures", type=_names, default=["2", "3"], help="comma-separated: 2, 3 (default both)")
     pc.add_argument("--datasets", type=_names, default=None, help="Figure 2's datasets: mnist, frey_face (default both)")
+    pc.add_argument("--algorithms", type=_names, default=None, help="only these algorithms' runs: aevb, "
+                    "wake_sleep, mcem (default all)")
+    pc.add_argument("--latents", type=_ints, default=None, help="only runs with these latent dimensions, "
+                    "comma-separated (default all)")
     pc.add_argument("--target", type=_count, default=None, help="training samples per run in this piece "
                     "(default: the budget's own)")
     pc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -239,6 +244,9 @@ def parser() -> argparse.ArgumentParser:
                     "the same command to continue")
     pc.add_argument("--output-dir", type=_path, default=None, help="instead of the repository's results/<budget> etc.")
     pc.add_argument("--seed", type=_seed, default=0)
+    pc.add_argument("--start-from", default=None,
+                    help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
+                         "runs continue from (their checkpoints copied; the sources are kept)")
 
     b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
                        "limit, in one run (results/benchmarks.json)")
@@ -369,7 +377,8 @@ def _run(args) -> int:
         from .experiments import train_piece
 
         done = train_piece(args.budget, args.figures, args.target, device=args.device, output_dir=args.output_dir,
-                           seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes)
+                           seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes,
+                           algorithms=args.algorithms, latents=args.latents, start_from=args.start_from)
         state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
                  if done["time_limit"] else "every run of this piece reached its target")
         print(f"piece: {len(done['finished'])} runs at their target; {state}")

@@ -394,7 +394,8 @@ FIGURES = ("2", "3")
 
 def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, device: str = "auto",
                 output_dir=None, seed: int = 0, datasets=None, max_minutes: float | None = None,
-                progress: bool = True, log=print) -> dict:
+                algorithms=None, latents=None, start_from: str | None = None, progress: bool = True,
+                log=print) -> dict:
     """One piece of a budget's training: every run of Figures 2 and 3 (the runs the notebooks
     draw, with the budget's settings and places) trained, on ``device``, up to ``target`` training
     samples (default: the budget's own counts; Figure 3 to its last log p(x) point at or below the
@@ -404,10 +405,19 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     rerun the same command to continue. The notebooks then draw the figures with
     ``allow_training=False`` once every run reached the budget's own counts.
 
+    ``algorithms`` and ``latents`` narrow the piece to those runs (default: all), e.g. to train
+    the runs that matter most first on a slow machine.
+
+    ``start_from`` (a smaller budget's name, or an output folder as ``output_dir`` makes): a
+    Figure-2 run not yet begun here starts from that place's finished record of the same run
+    (``train.adopt_run``: the same computation, so its first samples are not trained twice; the
+    record's sessions say so). Figure 3's runs always start here: their log p(x) points differ
+    between budgets.
+
     Returns {"finished": [run names], "remaining": [run names], "time_limit": bool}."""
-    from .budgets import Places, get_budget
+    from .budgets import BUDGETS, Places, get_budget
     from .device import check_device
-    from .train import TimeLimitReached
+    from .train import TimeLimitReached, adopt_run
 
     b = get_budget(budget)
     check_device(device)
@@ -421,18 +431,36 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     names = tuple(FIGURE2_LATENTS) if datasets is None else tuple(datasets)
     if not names or any(d not in FIGURE2_LATENTS for d in names):
         raise ValueError(f"datasets={datasets!r} is not allowed: expected some of {', '.join(FIGURE2_LATENTS)}")
-    p = NotebookParameters({"budget": budget, "seed": seed, "device": device}, b,
-                           Places.for_budget(budget, output_dir).make())
+    if algorithms is not None and (not algorithms or any(a not in ALGORITHMS for a in algorithms)):
+        raise ValueError(f"algorithms={algorithms!r} is not allowed: expected some of {', '.join(ALGORITHMS)}")
+    if latents is not None and (not latents or any(isinstance(z, bool) or not isinstance(z, int) or z < 1
+                                                   for z in latents)):
+        raise ValueError(f"latents={latents!r} is not allowed: expected some latent dimensions (integers >= 1)")
+    here = Places.for_budget(budget, output_dir)
+    source = (None if start_from is None else Places.for_budget(start_from) if start_from in BUDGETS
+              else Places.for_budget(budget, start_from))
+    if source is not None and source.results.resolve() == here.results.resolve():
+        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this piece's own place; name another "
+                         f"budget ({', '.join(k for k in BUDGETS if k != budget)}) or output folder")
+    if source is not None and not source.checkpoints.is_dir():
+        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is neither a budget "
+                         f"({', '.join(BUDGETS)}) nor an output folder with checkpoints")
+    p = NotebookParameters({"budget": budget, "seed": seed, "device": device}, b, here)
+    wanted = lambda c: ((algorithms is None or c.algorithm in algorithms)  # noqa: E731
+                        and (latents is None or c.n_z in latents))
     jobs = []  # (config, Figure-3 points or None)
     if "2" in chosen:
         for dataset in names:
             jobs += [(dataclasses.replace(c, samples=min(c.samples, target or c.samples)), None)
-                     for c in figure2_configs(p, dataset)]
+                     for c in figure2_configs(p, dataset) if wanted(c)]
     if "3" in chosen:
-        for c in figure3_configs(p):
+        for c in filter(wanted, figure3_configs(p)):
             points = [t for t in figure3_points(c, b.fig3_points) if target is None or t <= target]
             if points:
                 jobs.append((dataclasses.replace(c, samples=max(points)), points))
+    if not jobs:
+        raise ValueError(f"no run of Figures {', '.join(chosen)} has algorithms={algorithms!r} and latents={latents!r}")
+    here.make()
     deadline = time.time() + 60 * max_minutes if max_minutes else None
     finished, remaining = [], []
     for cfg, points in jobs:
@@ -441,6 +469,9 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
             continue
         log(f"piece: {cfg.name} to {cfg.samples:,} samples on {device}")
         try:
+            if points is None and source is not None:
+                adopt_run(cfg, dataclasses.replace(cfg, results_dir=str(source.results),
+                                                   checkpoint_dir=str(source.checkpoints)), log=log)
             if points is None:
                 train(cfg, progress=progress, log=log, deadline=deadline)
             else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -38,7 +39,7 @@ from .config import ALGORITHMS, TrainConfig, config_of_record, identity_differen
 from .device import device_provenance, seeded_generator, to_cpu
 from .device import resolve as resolve_device
 from .models import VAE, build_model
-from .records import (CHECKPOINT_DIR, TRAINING_RECORD_KEYS, Interrupted, RecordExistsError, ResultsFileError,
+from .records import (CHECKPOINT_DIR, REPO_ROOT, TRAINING_RECORD_KEYS, Interrupted, RecordExistsError, ResultsFileError,
                       RunFailed, atomic_write_bytes, check_output_dir, check_training_record, checkpoint_path, existing_record, keeps_points,
                       provenance, results_path, write_record)
 
@@ -115,6 +116,8 @@ def load_checkpoint(path: Path) -> dict:
         ("run.steps", isinstance(run["steps"], int) and run["steps"] >= 0),
         ("run.train_time", isinstance(run["train_time"], (int, float))),
         ("run.model", isinstance(run["model"], dict) and all(isinstance(v, torch.Tensor) for v in run["model"].values())),
+        ("sessions", isinstance(ckpt.get("sessions", []), list) and all(isinstance(e, dict) and "from_samples" in e
+                                                                        for e in ckpt.get("sessions", []))),
     ) if not ok]
     if wrong:
         raise CheckpointError(f"checkpoint {path} holds a malformed {wrong[0]}; it was not used: move it away to "
@@ -355,6 +358,53 @@ def prepare(cfg: TrainConfig, log=print) -> tuple[Path, dict | None, dict | None
     return ckpt_path, recorded, None
 
 
+def adopt_run(cfg: TrainConfig, source: TrainConfig, log=print) -> int | None:
+    """Start run ``cfg`` from the finished run ``source``: the same computation (identity equal)
+    kept elsewhere, e.g. another budget's record of it, shorter than ``cfg.samples``. Its
+    checkpoint (curve, step size, RNG: everything to continue bit for bit) is copied to ``cfg``'s
+    place with a line in its sessions saying where it came from; the source is only read. Only
+    where ``cfg`` has neither a checkpoint nor a record (an existing run goes on from its own).
+    Returns the samples adopted, or None (with the reason logged) where nothing was adopted."""
+    ckpt_path, src_out = checkpoint_path(cfg), results_path(source)
+    if ckpt_path.exists() or results_path(cfg).exists():
+        return None
+    why, record, ckpt = _adoptable(cfg, source)
+    if why is not None:
+        log(f"{cfg.name}: not started from {src_out}: {why}; it trains from the start")
+        return None
+    at, where = ckpt["run"]["samples_seen"], src_out.resolve()
+    ckpt["sessions"] = list(ckpt.get("sessions", [{"from_samples": None, "provenance": record.get("provenance")}]))
+    ckpt["sessions"].append({"from_samples": at, "adopted_from": str(where.relative_to(REPO_ROOT)
+                                                                     if where.is_relative_to(REPO_ROOT) else where)})
+    with RunLock(ckpt_path):
+        if ckpt_path.exists():  # another process got here first: its run goes on
+            return None
+        save_checkpoint(ckpt_path, ckpt)
+    log(f"{cfg.name}: starts from {src_out} at {at:,} samples (its checkpoint copied; the source is kept as it is)")
+    return at
+
+
+def _adoptable(cfg: TrainConfig, source: TrainConfig) -> tuple[str | None, dict | None, dict | None]:
+    """(why ``source`` cannot start ``cfg``, or None; its record; its checkpoint)."""
+    src_ckpt, src_out = checkpoint_path(source), results_path(source)
+    try:
+        record = recorded_results(source)
+    except RecordExistsError:  # a record of another computation under this name
+        return f"{src_out} is of another computation", None, None
+    if record is None or not record["finished"] or not src_ckpt.is_file():
+        return f"{src_out} is not a finished record with its checkpoint", record, None
+    if record["samples_seen"] >= cfg.samples:
+        return f"{src_out} already reaches {record['samples_seen']:,} samples (reuse it there)", record, None
+    with RunLock(src_ckpt):  # not while another process writes it
+        ckpt = load_checkpoint(src_ckpt)
+    diff = identity_differences(ckpt["config"], cfg)
+    if diff:
+        return f"its checkpoint is of another computation ({diff})", record, None
+    if not keeps_points(record["curve"], ckpt["curve"]):
+        return "its checkpoint is behind its record", record, None
+    return None, record, ckpt
+
+
 def drive(run_session, stop: dict) -> dict:
     """Step one run's ``session`` to its end; returns its results. The session prepares the run
     (checkpoint, step-size trials: Ctrl-C there interrupts at once, nothing is lost), then asks for
@@ -420,6 +470,10 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
     X_train = X_train.to(device)  # once: every trial and the run use this copy
     schedule = eval_schedule(cfg)
 
+    # each session that trained this run (its code, machine and device), from the sample count it started at;
+    # a checkpoint from before this list knew only its last session's provenance (kept in its record)
+    sessions = list(ckpt.get("sessions", [{"from_samples": None, "provenance": (recorded or {}).get("provenance")}])
+                    if ckpt is not None else [])
     if ckpt is not None:
         lr, lr_trials, curve = ckpt["lr"], ckpt["lr_trials"], ckpt["curve"]
         run = Run(cfg, lr, X_train)
@@ -440,13 +494,15 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
         else:
             lr, lr_trials = float(cfg.lr), None
         run, curve = Run(cfg, lr, X_train), []
+    # as plain values (torch's version string is a str subclass, which a weights-only checkpoint refuses to load)
+    sessions.append({"from_samples": run.samples_seen, "provenance": json.loads(json.dumps(session, default=str))})
 
     def checkpoint():
         if not run.parameters_finite():  # never overwrite the last good checkpoint with NaNs
             raise TrainingDiverged(f"{cfg.name}: non-finite parameters at step {run.steps}; the last good "
                                    f"checkpoint {ckpt_path} is kept. Try a smaller --lr.")
         save_checkpoint(ckpt_path, {"config": cfg.identity(), "lr": lr, "lr_trials": lr_trials, "curve": curve,
-                                    "run": run.state_dict(), "window": window})
+                                    "run": run.state_dict(), "window": window, "sessions": sessions})
 
     def results(finished: bool) -> dict:
         rate = run.samples_seen / run.train_time if run.train_time else None
@@ -457,7 +513,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
                 # MCEM's x axis: what one iteration counts (the paper does not say; algorithms.mcem_samples_per_iteration)
                 **({"samples_per_iteration": run.algorithm.per_iteration} if cfg.algorithm == "mcem" else {}),
                 **({"runs_in_batch": runs_in_batch} if runs_in_batch > 1 else {}),  # batched.train_batched
-                "provenance": session}
+                "provenance": session, "sessions": sessions}
 
     def write_results(record: dict) -> None:
         write_record(out_path, record, f"the results of run {cfg.name!r}", _keeps_results(cfg, curve),
