@@ -66,6 +66,22 @@ def test_killed_process_resumes_bit_for_bit(tmp_path, data_dir, algorithm):
     assert res["finished"] and res["samples_seen"] >= 300_000
 
 
+def test_each_session_of_a_run_keeps_its_provenance_from_where_it_began(tmp_path, data_dir):
+    cfg = small_config(tmp_path, samples=30_000)
+    T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=37)
+    path = tmp_path / "ckpt" / "t.pt"
+    assert [s["from_samples"] for s in T.load_checkpoint(path)["sessions"]] == [0]
+    # a checkpoint from before the list (only its record kept its last session's provenance)
+    old = T.load_checkpoint(path)
+    del old["sessions"]
+    T.save_checkpoint(path, old)
+    recorded = json.loads((tmp_path / "results" / "t.json").read_text())["provenance"]
+    res = T.train(cfg, progress=False, log=lambda *a: None)
+    assert [s["from_samples"] for s in res["sessions"]] == [None, 3_700]
+    assert res["sessions"][0]["provenance"] == recorded and res["sessions"][1]["provenance"] == res["provenance"]
+    assert json.loads((tmp_path / "results" / "t.json").read_text())["sessions"] == res["sessions"]
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
     cfg = small_config(tmp_path)
     T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=50)

@@ -48,6 +48,7 @@ def _pair(train, test, digits: int = 1) -> str:
     return a if a == b else f"{a} / {b}"
 
 
+DATASETS = {"mnist": "MNIST", "frey_face": "Frey Face"}
 _count = samples_label  # a sample count in the paper's style: 1e6, 3.16e5, 2.4e8
 
 
@@ -159,11 +160,49 @@ def figure3(budget: str) -> str:
     return "\n".join(lines)
 
 
+def _devices(r: dict) -> str:
+    """Where a run trained: 'cpu', or 'cpu, cuda from 5e7'."""
+    ds = r.get("devices") or [{"device": "cpu", "from_samples": 0}]
+    return ", ".join(d["device"] + (f" from {_count(d['from_samples'])}" if d["from_samples"] else "") for d in ds)
+
+
+def paper_progress() -> str:
+    """The paper budget's Figure-2 runs trained so far (``results/paper``, trained in pieces): how
+    far each has reached against the paper's count, with ours beside the paper's at each decade."""
+    b = get_budget("paper")
+    places = Places.for_budget("paper")
+    p = NotebookParameters({"budget": "paper"}, b, places)
+    configs = [c for d in FIGURE2_LATENTS for c in figure2_configs(p, d)]
+    records = {r["name"]: r for r in (load_results("*.json", places.results) if places.results.is_dir() else [])}
+    runs = [(c, records[c.name]) for c in configs if c.name in records]
+    if not runs:
+        return (f"**No run of the paper budget yet:** `python -m vae_utils piece --budget paper --start-from standard` "
+                f"trains them ({len(configs)} Figure-2 runs).")
+    paper, ticks = _paper(), (10 ** 7, 10 ** 7.5, 10 ** 8, 2.4e8)
+    lines = ["| run | reached / the paper's | trained on | " + " | ".join(f"{_count(x)}: ours / paper" for x in ticks)
+             + " |", "|---|---|---|" + "---|" * len(ticks)]
+    done = []
+    for c, r in runs:
+        split, digits = FD.COMPARED_SPLIT[c.dataset], 0 if c.dataset == "frey_face" else 1
+        if r["samples_seen"] >= c.samples:
+            done.append(c.name)
+        cells = [f"{_f(_at(r, x, split), digits)} / {_f(paper_value(paper, 'figure2', c.dataset, c.n_z, c.algorithm, split, x), digits)}"
+                 if x <= c.samples else "" for x in ticks]
+        lines.append(f"| {_describe(r)} | {_count(r['samples_seen'])} / {_count(c.samples)} | {_devices(r)} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"The {FD.COMPARED_SPLIT['mnist']} bound on MNIST (±0.5 nat digitization), the "
+              f"{FD.COMPARED_SPLIT['frey_face']} bound on Frey Face (±10), as Figure 2's gaps are measured "
+              f"(`docs/fidelity.md`). {len(done)} of the {len(configs)} Figure-2 runs reach the paper's count"
+              + (" (" + ", ".join(f"{LABELS[c.algorithm]} {DATASETS[c.dataset]} Nz = {c.n_z}"
+                                  for c, _ in runs if c.name in done) + ")" if done else "") + f"; {len(runs) - len(done)} are on the way, {len(configs) - len(runs)} not begun."]
+    return "\n".join(lines)
+
+
 # --- docs/results.md: the engine's long runs ---------------------------------------------------
 
 def _describe(r: dict) -> str:
     c = r["config"]
-    data = {"mnist": "MNIST", "frey_face": "Frey Face"}[c["dataset"]]
+    data = DATASETS[c["dataset"]]
     return (f"{LABELS[r['algorithm']]}, {data}, Nz = {c['n_z']}, {c['n_hidden']} hidden, "
             f"{c['binarize'] + ' binarisation' if c['binarize'] else 'grey levels'}")
 
@@ -377,7 +416,7 @@ RECORDED_BUDGETS = ("quick", "standard")  # the budgets whose record the README 
 BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_BUDGETS
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
-                                   figure3_long_runs, quadrature, verify_noise, fidelity_frey_face, fidelity_wake_sleep,
+                                   figure3_long_runs, quadrature, verify_noise, paper_progress, fidelity_frey_face, fidelity_wake_sleep,
                                    fidelity_wake_sleep_nz200, wake_sleep_nz200_kl,
                                    frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmark_profile)}
