@@ -38,8 +38,12 @@ class Experiment:
 
     @property
     def short(self) -> str:
-        """The candidate's name without its details (the words before the first ':' or ',')."""
-        return self.candidate.split(":")[0].split(",")[0]
+        return short_name(self.candidate)
+
+
+def short_name(candidate: str) -> str:
+    """A candidate's name without its details (the words before the first ':' or ',')."""
+    return candidate.split(":")[0].split(",")[0]
 
 
 BASE = {
@@ -170,7 +174,7 @@ def known_cause(dataset: str, algorithm: str, n_z: int | None = None, n_train: i
                 "every latent size\")")
     if dataset == "mnist" and algorithm == "wake_sleep" and n_z == BASE["wake_sleep"]["n_z"]:
         rows = table("wake_sleep")
-        tried = sorted({r["candidate"].split(":")[0].split(",")[0] for r in rows if not r["default"]})
+        tried = sorted({short_name(r["candidate"]) for r in rows if not r["default"]})
         moved = [r for r in rows if verdict(r, rows).startswith("closer")]
         return (f"{len(tried)} candidates were tried ({'; '.join(tried)}); "
                 + ("none moves wake-sleep's curve beyond the seed spread of today's default; the cause is open"
