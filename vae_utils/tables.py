@@ -188,7 +188,7 @@ def paper_progress() -> str:
     for c, r in runs:
         split, digits = FD.COMPARED_SPLIT[c.dataset], 0 if c.dataset == "frey_face" else 1
         if r["samples_seen"] >= c.samples:
-            done.append(c.name)
+            done.append(f"{LABELS[c.algorithm]} {DATASETS[c.dataset]} Nz = {c.n_z}")
         cells = [f"{_f(_at(r, x, split), digits)} / {_f(paper_value(paper, 'figure2', c.dataset, c.n_z, c.algorithm, split, x), digits)}"
                  if x <= c.samples else "" for x in ticks]
         gaps = [(abs(pt[split] - v), pt[split] - v, pt["samples"]) for pt in r["curve"] if pt["samples"] >= PROGRESS_FROM
@@ -199,8 +199,8 @@ def paper_progress() -> str:
     lines += ["", f"The {FD.COMPARED_SPLIT['mnist']} bound on MNIST (±0.5 nat digitization), the "
               f"{FD.COMPARED_SPLIT['frey_face']} bound on Frey Face (±10), as Figure 2's gaps are measured "
               f"(`docs/fidelity.md`). {len(done)} of the {len(configs)} Figure-2 runs reach the paper's count"
-              + (" (" + ", ".join(f"{LABELS[c.algorithm]} {DATASETS[c.dataset]} Nz = {c.n_z}"
-                                  for c, _ in runs if c.name in done) + ")" if done else "") + f"; {len(runs) - len(done)} are on the way, {len(configs) - len(runs)} not begun."]
+              + (f" ({', '.join(done)})" if done else "")
+              + f"; {len(runs) - len(done)} are on the way, {len(configs) - len(runs)} not begun."]
     return "\n".join(lines)
 
 
@@ -336,9 +336,9 @@ def _gap_trend(gaps: list[float]) -> str:
 
 def frey_latents() -> str:
     """Figure 2's Frey Face runs (every latent size, AEVB and wake-sleep, seed 0) trained on past
-    the quick budget (each row the longest of results/ and results/paper), against the paper from 1e6 on: test values (the paper's train curve is the
-    lagging minibatch mean anglepy logged), ours − paper; then the candidates tried on wake-sleep's
-    climb (``fidelity``, gap ``wake_sleep_frey``)."""
+    the quick budget (each row the longest of results/ and results/paper), against the paper from
+    1e6 on: test values (the paper's train curve is the lagging minibatch mean anglepy logged),
+    ours − paper; then the candidates tried on wake-sleep's climb (``fidelity``, gap ``wake_sleep_frey``)."""
     paper = _paper()
     ticks = (10 ** 6, 10 ** 6.5, 10 ** 7, 10 ** 8)
     lines = ["| run | samples reached | " + " | ".join(f"test at {_count(x)}: ours / paper (ours − paper)" for x in ticks)

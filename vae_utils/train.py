@@ -358,6 +358,13 @@ def prepare(cfg: TrainConfig, log=print) -> tuple[Path, dict | None, dict | None
     return ckpt_path, recorded, None
 
 
+def sessions_of(ckpt: dict, record: dict | None) -> list[dict]:
+    """A checkpoint's sessions: each session that trained the run (its code, machine and device),
+    from the sample count it started at. A checkpoint from before this list knew only its last
+    session's provenance, kept in its record: that one, from an unknown count."""
+    return list(ckpt.get("sessions", [{"from_samples": None, "provenance": (record or {}).get("provenance")}]))
+
+
 def adopt_run(cfg: TrainConfig, source: TrainConfig, log=print) -> int | None:
     """Start run ``cfg`` from the finished run ``source``: the same computation (identity equal)
     kept elsewhere, e.g. another budget's record of it, shorter than ``cfg.samples``. Its
@@ -373,7 +380,7 @@ def adopt_run(cfg: TrainConfig, source: TrainConfig, log=print) -> int | None:
         log(f"{cfg.name}: not started from {src_out}: {why}; it trains from the start")
         return None
     at, where = ckpt["run"]["samples_seen"], src_out.resolve()
-    ckpt["sessions"] = list(ckpt.get("sessions", [{"from_samples": None, "provenance": record.get("provenance")}]))
+    ckpt["sessions"] = sessions_of(ckpt, record)
     ckpt["sessions"].append({"from_samples": at, "adopted_from": str(where.relative_to(REPO_ROOT)
                                                                      if where.is_relative_to(REPO_ROOT) else where)})
     with RunLock(ckpt_path):
@@ -470,10 +477,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
     X_train = X_train.to(device)  # once: every trial and the run use this copy
     schedule = eval_schedule(cfg)
 
-    # each session that trained this run (its code, machine and device), from the sample count it started at;
-    # a checkpoint from before this list knew only its last session's provenance (kept in its record)
-    sessions = list(ckpt.get("sessions", [{"from_samples": None, "provenance": (recorded or {}).get("provenance")}])
-                    if ckpt is not None else [])
+    sessions = sessions_of(ckpt, recorded) if ckpt is not None else []
     if ckpt is not None:
         lr, lr_trials, curve = ckpt["lr"], ckpt["lr_trials"], ckpt["curve"]
         run = Run(cfg, lr, X_train)
