@@ -102,6 +102,38 @@ def test_a_run_of_another_computation_is_not_adopted(tmp_path, data_dir, monkeyp
     assert not any("starts from" in line for line in logged)
 
 
+def test_a_budget_trained_so_far_is_drawn_run_by_run_from_where_each_has_come(tmp_path, data_dir, capsys):
+    import matplotlib.pyplot as plt
+
+    from vae_utils import plotting as P
+    from vae_utils.__main__ import main
+    from vae_utils.experiments import figure2_so_far
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], **QUIET)
+    train_piece("smoke", ["2"], output_dir=tmp_path / "short", target=2_000, latents=[2, 5], **one)
+    train_piece("smoke", ["2"], output_dir=tmp_path / "here", target=4_000, latents=[2],
+                start_from=tmp_path / "short", **one)
+    before = _mtimes(tmp_path)
+    reach = lambda runs: {r["config"]["n_z"]: r["samples_seen"] for r in runs}  # noqa: E731
+    # Nz = 2 from this budget's place (4,000), Nz = 5 from where it would start (2,000), the others left out
+    runs = figure2_so_far("smoke", "frey_face", output_dir=tmp_path / "here", start_from=tmp_path / "short")
+    assert reach(runs) == {2: 4_000, 5: 2_000}
+    assert reach(figure2_so_far("smoke", "frey_face", output_dir=tmp_path / "here")) == {2: 4_000}
+    assert figure2_so_far("smoke", "mnist", output_dir=tmp_path / "here", start_from=tmp_path / "short") == []
+    fig = P.plot_figure2(runs, P.load_paper_curves(), "frey_face", so_far=True)
+    ends = [line for ax in fig.axes for line in ax.lines if line.get_gid() == "run_end"]
+    assert sorted(line.get_xdata()[0] for line in ends) == [2_000, 4_000]
+    assert not [line for ax in fig.axes for line in ax.lines if line.get_gid() == "budget_stop"]
+    plt.close(fig)
+    assert main(["progress", "--budget", "smoke", "--output-dir", str(tmp_path / "here"),
+                 "--start-from", str(tmp_path / "short")]) == 0
+    assert "frey_face, 2 runs, from 2e3 to 4e3 samples" in capsys.readouterr().out
+    assert (tmp_path / "here" / "figures" / "figure2_frey_face_so_far.png").is_file()
+    assert {p: t for p, t in _mtimes(tmp_path).items()} == before  # records and checkpoints only read
+    with pytest.raises(ValueError, match=re.escape("dataset='cifar' is not allowed")):
+        figure2_so_far("smoke", "cifar", output_dir=tmp_path / "here")
+
+
 # --- the figures' claims: three verdicts, each margin weighed against a measured error ---------------
 
 def _curve_record(n, alg, train, test, samples=2_000_000):

@@ -248,6 +248,15 @@ def parser() -> argparse.ArgumentParser:
                     help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
                          "runs continue from (their checkpoints copied; the sources are kept)")
 
+    pg = sub.add_parser("progress", help="Figure 2 of a budget still trained in pieces, each run as far as it has "
+                        "come (figures/<budget>/figure2_<dataset>_so_far.png and .pdf)")
+    pg.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="paper")
+    pg.add_argument("--start-from", default="standard", help="where a run not yet begun in this budget is drawn "
+                    "from, as piece --start-from (default standard; 'none': only this budget's records)")
+    pg.add_argument("--output-dir", type=_path, default=None, help="instead of the repository's results/<budget> etc.")
+    pg.add_argument("--reference-dir", type=_path, default=None, help="folder of aevb_paper_figures_digitized.csv "
+                    "(default $AEVB_REFERENCE_DIR, else the copy in the package)")
+
     b = sub.add_parser("benchmark", help="samples/s of our code, the pytorch/examples-style loop and the matmul "
                        "limit, in one run (results/benchmarks.json)")
     b.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
@@ -382,6 +391,22 @@ def _run(args) -> int:
         state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
                  if done["time_limit"] else "every run of this piece reached its target")
         print(f"piece: {len(done['finished'])} runs at their target; {state}")
+        return 0
+    if args.command == "progress":
+        from . import plotting as P
+        from .budgets import Places
+        from .experiments import FIGURE2_LATENTS, figure2_so_far
+
+        paper, start = P.load_paper_curves(args.reference_dir), None if args.start_from == "none" else args.start_from
+        for dataset in FIGURE2_LATENTS:
+            runs = figure2_so_far(args.budget, dataset, output_dir=args.output_dir, start_from=start)
+            if not runs:
+                print(f"progress: no {dataset} run of Figure 2 is recorded yet")
+                continue
+            fig = P.plot_figure2(runs, paper, dataset, so_far=True)
+            saved = P.save_figure(fig, f"figure2_{dataset}_so_far", Places.for_budget(args.budget, args.output_dir).figures)
+            print(f"progress: {dataset}, {len(runs)} runs, from {P.samples_label(min(r['samples_seen'] for r in runs))} "
+                  f"to {P.samples_label(max(r['samples_seen'] for r in runs))} samples: {', '.join(map(str, saved))}")
         return 0
     if args.command == "ais-calibration":
         from .likelihood_studies import FIGURE3_NZ3_RUNS, ais_calibration, ais_calibration_claim

@@ -415,7 +415,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     between budgets.
 
     Returns {"finished": [run names], "remaining": [run names], "time_limit": bool}."""
-    from .budgets import BUDGETS, Places, get_budget
+    from .budgets import Places, get_budget
     from .device import check_device
     from .train import TimeLimitReached, adopt_run
 
@@ -437,14 +437,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
                                                    for z in latents)):
         raise ValueError(f"latents={latents!r} is not allowed: expected some latent dimensions (integers >= 1)")
     here = Places.for_budget(budget, output_dir)
-    source = (None if start_from is None else Places.for_budget(start_from) if start_from in BUDGETS
-              else Places.for_budget(budget, start_from))
-    if source is not None and source.results.resolve() == here.results.resolve():
-        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this piece's own place; name another "
-                         f"budget ({', '.join(k for k in BUDGETS if k != budget)}) or output folder")
-    if source is not None and not source.checkpoints.is_dir():
-        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is neither a budget "
-                         f"({', '.join(BUDGETS)}) nor an output folder with checkpoints")
+    source = _source_places(budget, here, start_from)
     p = NotebookParameters({"budget": budget, "seed": seed, "device": device}, b, here)
     wanted = lambda c: ((algorithms is None or c.algorithm in algorithms)  # noqa: E731
                         and (latents is None or c.n_z in latents))
@@ -481,6 +474,48 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
             log(f"piece: {stopped}")
             remaining.append(cfg.name)
     return {"finished": finished, "remaining": remaining, "time_limit": bool(remaining)}
+
+
+def _source_places(budget: str, here, start_from):
+    """The places a piece's runs start from (``train_piece(start_from=...)``): a budget's name, or
+    an output folder with checkpoints; None for none. Refused in one line where it is ``here``."""
+    from .budgets import BUDGETS, Places
+
+    if start_from is None:
+        return None
+    source = Places.for_budget(start_from) if start_from in BUDGETS else Places.for_budget(budget, start_from)
+    if source.results.resolve() == here.results.resolve():
+        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this piece's own place; name another "
+                         f"budget ({', '.join(k for k in BUDGETS if k != budget)}) or output folder")
+    if not source.checkpoints.is_dir():
+        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is neither a budget "
+                         f"({', '.join(BUDGETS)}) nor an output folder with checkpoints")
+    return source
+
+
+def figure2_so_far(budget: str, dataset: str, *, output_dir=None, start_from: str | None = None) -> list[dict]:
+    """A budget's Figure-2 runs of ``dataset`` as far as each has been trained, for a figure drawn
+    before every run reaches the budget's count: a run's record in the budget's place (finished at
+    a piece's target, or stopped on the way), else ``start_from``'s finished record of the same
+    computation (where a piece run continues from, so it is that run's beginning); a run in
+    neither is left out. Records are read, never trained or written."""
+    from .budgets import Places, get_budget
+
+    if dataset not in FIGURE2_LATENTS:
+        raise ValueError(f"dataset={dataset!r} is not allowed: expected one of {', '.join(FIGURE2_LATENTS)}")
+    here = Places.for_budget(budget, output_dir)
+    source = _source_places(budget, here, start_from)
+    p = NotebookParameters({"budget": budget}, get_budget(budget), here)
+    found = []
+    for cfg in figure2_configs(p, dataset):
+        record = recorded_results(cfg)
+        if record is None and source is not None:
+            record = recorded_results(dataclasses.replace(cfg, results_dir=str(source.results),
+                                                          checkpoint_dir=str(source.checkpoints)))
+            record = record if record and record["finished"] else None
+        if record is not None and record["curve"]:
+            found.append(record)
+    return found
 
 
 # --- Figures 4 and 5: images from the decoder --------------------------------------------
@@ -619,5 +654,5 @@ def quadrant_error(images: np.ndarray, n: int) -> float:
                    for i in (0, h) for j in (0, h)])
 
 
-__all__ = ["two_se", "fold_error", "quadrant_error", "rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "seed_claim", "figure3_tasks", "decoder_images_task", "seed_spread", "figure2_configs", "figure3_configs", "figure3_points", "figure5_configs", "figure3_job", "decoder_images_job",
+__all__ = ["two_se", "fold_error", "quadrant_error", "rms_distances", "sharpness", "coverage", "neighbour_ratio", "figure3_claims", "figure2_claims", "seed_claim", "figure3_tasks", "decoder_images_task", "seed_spread", "figure2_configs", "figure2_so_far", "figure3_configs", "figure3_points", "figure5_configs", "figure3_job", "decoder_images_job",
            "likelihood_points", "trained_model", "manifold_latents", "run_config"]

@@ -269,12 +269,14 @@ def mark_budget_stop(ax, samples: float) -> None:
                 ha="left" if right else "right", fontsize=7, color=BUDGET_STOP["color"], gid="budget_stop_label")
 
 
-def plot_figure2(results: list[dict], paper_rows, dataset: str):
+def plot_figure2(results: list[dict], paper_rows, dataset: str, *, so_far: bool = False):
     """Figure 2 for one dataset: a panel per latent size (the paper's layout), log x axis,
     AEVB red / wake-sleep green, train solid / test dashed, the paper's curves as open markers
     (circles train, squares test), and a vertical line where this budget's curves stop. The
     axes are the paper's, widened leftwards or downwards only where a short budget's curves
-    would fall outside them."""
+    would fall outside them. ``so_far``: runs of a budget still being trained
+    (``experiments.figure2_so_far``), each curve ending where its run has come, a dot at its
+    end and no budget line."""
     by_nz = {}
     for r in results:
         by_nz.setdefault(r["config"]["n_z"], []).append(r)
@@ -286,6 +288,8 @@ def plot_figure2(results: list[dict], paper_rows, dataset: str):
             alg, xs = r["algorithm"], [p["samples"] for p in r["curve"]]
             ax.plot(xs, [p["train"] for p in r["curve"]], "-", color=COLORS[alg], lw=1.6, label=f"{LABELS[alg]} (train)")
             ax.plot(xs, [p["test"] for p in r["curve"]], "--", color=COLORS[alg], lw=1.6, label=f"{LABELS[alg]} (test)")
+            if so_far:  # where this run has come so far
+                ax.plot(xs[-1], r["curve"][-1]["train"], "o", color=COLORS[alg], ms=3, gid="run_end")
             for split, marker in (("train", "o"), ("test", "s")):
                 pts = [pt for pt in _paper_points(paper_rows, "figure2", dataset, nz, alg, split)
                        if split == "train" or pt not in _paper_points(paper_rows, "figure2", dataset, nz, alg, "train")]
@@ -301,13 +305,15 @@ def plot_figure2(results: list[dict], paper_rows, dataset: str):
                 if p[k] is not None]
         low = min([ylim[0]] + [v - 0.05 * (ylim[1] - ylim[0]) for v in ours])
         ax.set_ylim(max(low, ylim[0] - 3 * (ylim[1] - ylim[0])), ylim[1])
-        mark_budget_stop(ax, stop)
+        if not so_far:
+            mark_budget_stop(ax, stop)
         ax.set_title(f"$N_z$ = {nz}")
         ax.set_xlabel("# training samples evaluated")
     axes[0][0].set_ylabel(r"$\mathcal{L}$ per datapoint")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.suptitle({"mnist": "MNIST (500 hidden units)", "frey_face": "Frey Face (200 hidden units)"}[dataset], y=1.02)
+    fig.suptitle({"mnist": "MNIST (500 hidden units)", "frey_face": "Frey Face (200 hidden units)"}[dataset]
+                 + (": each run as far as trained so far" if so_far else ""), y=1.02)
     fig.tight_layout()
     return fig
 
