@@ -42,7 +42,7 @@ def test_a_piece_stops_at_its_time_limit_then_the_notebook_draws_what_the_next_p
     ({"latents": [0]}, "latents=[0] is not allowed"),
     ({"latents": [7]}, "no run of Figures 2 has algorithms=None and latents=[7]"),
     ({"start_from": "standrad"}, "start_from='standrad' is not allowed: it is neither a budget"),
-    ({"start_from": "OUT"}, "is not allowed: it is this piece's own place"),
+    ({"start_from": "OUT"}, "is not allowed: it is this budget's own place"),
 ])
 def test_a_bad_piece_is_refused_in_one_line_before_any_work(tmp_path, kw, match):
     kw = {k: tmp_path / "out" if v == "OUT" else v for k, v in kw.items()}
@@ -113,6 +113,10 @@ def test_a_budget_trained_so_far_is_drawn_run_by_run_from_where_each_has_come(tm
     train_piece("smoke", ["2"], output_dir=tmp_path / "short", target=2_000, latents=[2, 5], **one)
     train_piece("smoke", ["2"], output_dir=tmp_path / "here", target=4_000, latents=[2],
                 start_from=tmp_path / "short", **one)
+    other = tmp_path / "other"  # the same records, as another computation (another step-size trial)
+    (other / "results").mkdir(parents=True)
+    for f in (tmp_path / "short" / "results").glob("*.json"):
+        (other / "results" / f.name).write_text(f.read_text().replace('"lr_trial_samples": ', '"lr_trial_samples": 1'))
     before = _mtimes(tmp_path)
     reach = lambda runs: {r["config"]["n_z"]: r["samples_seen"] for r in runs}  # noqa: E731
     # Nz = 2 from this budget's place (4,000), Nz = 5 from where it would start (2,000), the others left out
@@ -120,6 +124,8 @@ def test_a_budget_trained_so_far_is_drawn_run_by_run_from_where_each_has_come(tm
     assert reach(runs) == {2: 4_000, 5: 2_000}
     assert reach(figure2_so_far("smoke", "frey_face", output_dir=tmp_path / "here")) == {2: 4_000}
     assert figure2_so_far("smoke", "mnist", output_dir=tmp_path / "here", start_from=tmp_path / "short") == []
+    # records alone are drawn (no checkpoints needed), and a record there of another computation is no beginning
+    assert reach(figure2_so_far("smoke", "frey_face", output_dir=tmp_path / "here", start_from=other)) == {2: 4_000}
     fig = P.plot_figure2(runs, P.load_paper_curves(), "frey_face", so_far=True)
     ends = [line for ax in fig.axes for line in ax.lines if line.get_gid() == "run_end"]
     assert sorted(line.get_xdata()[0] for line in ends) == [2_000, 4_000]

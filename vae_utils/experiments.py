@@ -476,20 +476,21 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     return {"finished": finished, "remaining": remaining, "time_limit": bool(remaining)}
 
 
-def _source_places(budget: str, here, start_from):
+def _source_places(budget: str, here, start_from, holding: str = "checkpoints"):
     """The places a piece's runs start from (``train_piece(start_from=...)``): a budget's name, or
-    an output folder with checkpoints; None for none. Refused in one line where it is ``here``."""
+    an output folder with ``holding`` (its checkpoints to train on, its results to draw); None for
+    none. Refused in one line where it is ``here``."""
     from .budgets import BUDGETS, Places
 
     if start_from is None:
         return None
     source = Places.for_budget(start_from) if start_from in BUDGETS else Places.for_budget(budget, start_from)
     if source.results.resolve() == here.results.resolve():
-        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this piece's own place; name another "
+        raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this budget's own place; name another "
                          f"budget ({', '.join(k for k in BUDGETS if k != budget)}) or output folder")
-    if not source.checkpoints.is_dir():
+    if not getattr(source, holding).is_dir():
         raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is neither a budget "
-                         f"({', '.join(BUDGETS)}) nor an output folder with checkpoints")
+                         f"({', '.join(BUDGETS)}) nor an output folder with {holding}")
     return source
 
 
@@ -498,20 +499,24 @@ def figure2_so_far(budget: str, dataset: str, *, output_dir=None, start_from: st
     before every run reaches the budget's count: a run's record in the budget's place (finished at
     a piece's target, or stopped on the way), else ``start_from``'s finished record of the same
     computation (where a piece run continues from, so it is that run's beginning); a run in
-    neither is left out. Records are read, never trained or written."""
+    neither, or there only as another computation (another budget's settings), is left out.
+    Records are read, never trained or written; checkpoints are not needed."""
     from .budgets import Places, get_budget
 
     if dataset not in FIGURE2_LATENTS:
         raise ValueError(f"dataset={dataset!r} is not allowed: expected one of {', '.join(FIGURE2_LATENTS)}")
     here = Places.for_budget(budget, output_dir)
-    source = _source_places(budget, here, start_from)
+    source = _source_places(budget, here, start_from, "results")
     p = NotebookParameters({"budget": budget}, get_budget(budget), here)
     found = []
     for cfg in figure2_configs(p, dataset):
         record = recorded_results(cfg)
         if record is None and source is not None:
-            record = recorded_results(dataclasses.replace(cfg, results_dir=str(source.results),
-                                                          checkpoint_dir=str(source.checkpoints)))
+            try:
+                record = recorded_results(dataclasses.replace(cfg, results_dir=str(source.results),
+                                                              checkpoint_dir=str(source.checkpoints)))
+            except RecordExistsError:  # that name there is another computation: not this run's beginning
+                record = None
             record = record if record and record["finished"] else None
         if record is not None and record["curve"]:
             found.append(record)
