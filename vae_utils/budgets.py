@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .device import DEVICES, check_device
@@ -91,6 +91,10 @@ class Places:
         results = root / "results" / sub
         # executed notebooks are outputs of a run: they live with its results, never beside the sources
         return cls(results, root / "figures" / sub, root / "checkpoints" / sub, results / "notebooks")
+
+    def keeping(self, cfg):
+        """``cfg``, the same run, with its results and checkpoint kept in these places."""
+        return replace(cfg, results_dir=str(self.results), checkpoint_dir=str(self.checkpoints))
 
     def make(self) -> "Places":
         """Create the folders, each proven writable before any compute (else one line naming it)."""

@@ -463,8 +463,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         log(f"piece: {cfg.name} to {cfg.samples:,} samples on {device}")
         try:
             if points is None and source is not None:
-                adopt_run(cfg, dataclasses.replace(cfg, results_dir=str(source.results),
-                                                   checkpoint_dir=str(source.checkpoints)), log=log)
+                adopt_run(cfg, source.keeping(cfg), log=log)
             if points is None:
                 train(cfg, progress=progress, log=log, deadline=deadline)
             else:
@@ -513,8 +512,7 @@ def figure2_so_far(budget: str, dataset: str, *, output_dir=None, start_from: st
         record = recorded_results(cfg)
         if record is None and source is not None:
             try:
-                record = recorded_results(dataclasses.replace(cfg, results_dir=str(source.results),
-                                                              checkpoint_dir=str(source.checkpoints)))
+                record = recorded_results(source.keeping(cfg))
             except RecordExistsError:  # that name there is another computation: not this run's beginning
                 record = None
             record = record if record and record["finished"] else None
