@@ -135,6 +135,9 @@ def test_a_budget_trained_so_far_is_drawn_run_by_run_from_where_each_has_come(tm
                  "--start-from", str(tmp_path / "short")]) == 0
     assert "frey_face, 2 runs, from 2e3 to 4e3 samples" in capsys.readouterr().out
     assert (tmp_path / "here" / "figures" / "figure2_frey_face_so_far.png").is_file()
+    # by default a run is drawn from the budget below; the smallest has none, so only its own records
+    assert main(["progress", "--budget", "smoke", "--output-dir", str(tmp_path / "here")]) == 0
+    assert "frey_face, 1 runs, from 4e3 to 4e3 samples" in capsys.readouterr().out
     assert {p: t for p, t in _mtimes(tmp_path).items()} == before  # records and checkpoints only read
     with pytest.raises(ValueError, match=re.escape("dataset='cifar' is not allowed")):
         figure2_so_far("smoke", "cifar", output_dir=tmp_path / "here")

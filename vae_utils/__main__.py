@@ -251,8 +251,9 @@ def parser() -> argparse.ArgumentParser:
     pg = sub.add_parser("progress", help="Figure 2 of a budget still trained in pieces, each run as far as it has "
                         "come (figures/<budget>/figure2_<dataset>_so_far.png and .pdf)")
     pg.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="paper")
-    pg.add_argument("--start-from", default="standard", help="where a run not yet begun in this budget is drawn "
-                    "from, as piece --start-from (default standard; 'none': only this budget's records)")
+    pg.add_argument("--start-from", default=None, help="where a run not yet begun in this budget is drawn from, as "
+                    "piece --start-from (default: the next smaller budget where it has records, so standard for "
+                    "paper; 'none': only this budget's records)")
     pg.add_argument("--output-dir", type=_path, default=None, help="instead of the repository's results/<budget> etc.")
     pg.add_argument("--reference-dir", type=_path, default=None, help="folder of aevb_paper_figures_digitized.csv "
                     "(default $AEVB_REFERENCE_DIR, else the copy in the package)")
@@ -394,10 +395,13 @@ def _run(args) -> int:
         return 0
     if args.command == "progress":
         from . import plotting as P
-        from .budgets import Places
+        from .budgets import BUDGETS, Places
         from .experiments import FIGURE2_LATENTS, figure2_so_far
 
         paper, start = P.load_paper_curves(args.reference_dir), None if args.start_from == "none" else args.start_from
+        if args.start_from is None:  # the budget below, whose finished runs this budget's pieces continue
+            below = list(BUDGETS)[max(list(BUDGETS).index(args.budget) - 1, 0)]
+            start = below if below != args.budget and Places.for_budget(below).results.is_dir() else None
         for dataset in FIGURE2_LATENTS:
             runs = figure2_so_far(args.budget, dataset, output_dir=args.output_dir, start_from=start)
             if not runs:
