@@ -105,6 +105,8 @@ def test_figure3s_aevb_probe_varies_only_the_step_size_of_figure3s_n_50000_model
     ((-4.3, 1.5), (-4.1, None), "open"),      # one seed borrows the first reading's sd: 4.1 > 3.5
     ((2.0, 0.4), (-0.5, None), "closed"),     # |-0.5| <= 2 * 0.4 + 0.5
     (None, (3.0, None), "open"),
+    (None, (0.4, None), "closed"),            # one seed, no sd to borrow: the digitization (0.5) alone
+    (None, (0.6, None), "open"),
 ])
 def test_a_gap_is_closed_narrowed_or_open_by_its_seed_spread_and_the_digitization(first, now, expected):
     R = fidelity.Reading

@@ -70,3 +70,24 @@ def test_a_reading_without_a_seed_spread_weighs_by_the_digitization_alone_and_sa
                                      _run("wake_sleep", 20, 1_000_000, -133.2, -133.2)], load_paper_curves())
     assert "(±0.5) alone (no two seeds reach this far) (0.5 nats in all)" in text
     assert "AEVB Nz = 20 train +1.0" in text and "twice the seed sd" not in text
+
+
+def test_a_figure3_gap_without_a_measured_estimator_error_is_weighed_by_the_digitization_alone_and_says_so(
+        monkeypatch):
+    import vae_utils.experiments as E
+    monkeypatch.setattr(E, "appendix_d_error", lambda alg, n, split: None)
+    monkeypatch.setattr(readings, "appendix_d_error", lambda alg, n, split: None)
+
+    def rec(alg, train, test):
+        return {"config": {"n_train": 1000, "n_z": 3}, "algorithm": alg,
+                "points": [{"samples": 2_000_000, "train": {"appendix_d": train}, "test": {"appendix_d": test}}]}
+
+    # 3 nats above whatever the paper reads: beyond its digitization (0.5), with no estimator error to add
+    paper = load_paper_curves()
+    from vae_utils.plotting import paper_value
+    theirs = {s: paper_value(paper, "figure3", "mnist", 3, "aevb", s, 2_000_000, 1000) for s in ("train", "test")}
+    text = readings.figure3_reading([rec("aevb", theirs["train"] + 3, theirs["test"] + 3)], paper)
+    assert "AEVB N = 1,000 train +3.0 (beyond ±0.5, the digitization alone: the estimator's error is not measured" \
+        in text
+    close = readings.figure3_reading([rec("aevb", theirs["train"] + 0.2, theirs["test"] - 0.2)], paper)
+    assert "(2 of these 2 readings by the digitization alone" in close

@@ -638,10 +638,15 @@ def _reading(at: str, values: list[float]) -> Reading | None:
 
 def gap_status(first: Reading | None, now: Reading, digitization: float) -> str:
     """closed: |ours − paper| within twice its seed sd plus the digitization (a reading of one
-    seed borrows the sd of the first reading); narrowed: smaller than where it was first
-    measured by more than that margin of the first reading; else open."""
+    seed borrows the sd of the first reading, and where that has none either the margin is the
+    digitization alone); narrowed: smaller than where it was first measured by more than that
+    margin of the first reading; else open."""
     borrowed = first.sd if first is not None else None
-    margin = lambda r: 2 * (r.sd if r.sd is not None else borrowed or 0.0) + digitization
+
+    def margin(r: Reading) -> float:
+        sd = r.sd if r.sd is not None else borrowed
+        return digitization + (2 * sd if sd is not None else 0.0)
+
     if abs(now.mean) <= margin(now):
         return "closed"
     if first is not None and abs(first.mean) - abs(now.mean) > margin(first):
