@@ -120,7 +120,9 @@ def test_without_training_a_missing_result_is_an_error_that_names_it(tmp_path, d
                             parameters={"budget": "smoke", "output_dir": str(tmp_path), "allow_training": False},
                             kernel_name="python3", progress_bar=False)
     assert e.value.ename == "MissingResultError"
+    # the first missing run in the figure's order, whichever worker would have reached its run first
     assert "no finished result for run 'aevb_frey_face_nz2_h200_grey_nall_seed0'" in e.value.evalue
+    assert "more: wake_sleep_frey_face_nz2_h200_grey_nall_seed0" in e.value.evalue
     assert "allow_training=True" in e.value.evalue
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
 

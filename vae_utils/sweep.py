@@ -203,6 +203,14 @@ def sweep_runs(configs: list[TrainConfig], *, allow_training: bool = True, desc:
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"two runs of the sweep share a name: {sorted(n for n in names if names.count(n) > 1)}")
+    if not allow_training:  # every missing run named at once, in config order, before any worker starts
+        missing = [c for c in configs if finished_result(c) is None]
+        if missing:
+            first, more = missing[0], [c.name for c in missing[1:]]
+            raise MissingResultError(
+                f"no finished result for run {first.name!r} with {first.samples:.3g} samples in {first.results_dir}"
+                + (f" (nor for {len(more)} more: {', '.join(more)})" if more else "")
+                + "; training is off (allow_training=False): rerun with allow_training=True to train it")
     tasks = [Task(ensure_run, (c, allow_training), c.name, c.samples, cost=expected_cost(c)) for c in configs]
     return sweep(tasks, desc=desc, **kw)
 
