@@ -399,9 +399,10 @@ def _run(args) -> int:
         from .experiments import FIGURE2_LATENTS, figure2_so_far
 
         paper, start = P.load_paper_curves(args.reference_dir), None if args.start_from == "none" else args.start_from
-        if args.start_from is None:  # the budget below, whose finished runs this budget's pieces continue
-            below = list(BUDGETS)[max(list(BUDGETS).index(args.budget) - 1, 0)]
-            start = below if below != args.budget and Places.for_budget(below).results.is_dir() else None
+        names = list(BUDGETS)
+        if args.start_from is None and names.index(args.budget) > 0:  # the budget below, which its pieces continue
+            below = names[names.index(args.budget) - 1]
+            start = below if Places.for_budget(below).results.is_dir() else None
         for dataset in FIGURE2_LATENTS:
             runs = figure2_so_far(args.budget, dataset, output_dir=args.output_dir, start_from=start)
             if not runs:

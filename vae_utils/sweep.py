@@ -49,6 +49,14 @@ def finished_result(cfg: TrainConfig) -> dict | None:
     return recorded if ok else None
 
 
+def _missing(cfg: TrainConfig, more: list[str] = ()) -> MissingResultError:
+    """The error for ``cfg`` (and ``more`` runs) found unfinished with training off."""
+    return MissingResultError(
+        f"no finished result for run {cfg.name!r} with {cfg.samples:.3g} samples in {cfg.results_dir}"
+        + (f" (nor for {len(more)} more: {', '.join(more)})" if more else "")
+        + "; training is off (allow_training=False): rerun with allow_training=True to train it")
+
+
 def ensure_run(cfg: TrainConfig, allow_training: bool = True, report: Callable[[int], None] | None = None) -> dict:
     """The results of the run ``cfg`` describes: reused when finished, else trained or resumed."""
     if not isinstance(cfg, TrainConfig):
@@ -59,9 +67,7 @@ def ensure_run(cfg: TrainConfig, allow_training: bool = True, report: Callable[[
             report(cfg.samples)
         return done
     if not allow_training:
-        raise MissingResultError(
-            f"no finished result for run {cfg.name!r} with {cfg.samples:.3g} samples in {cfg.results_dir}; "
-            f"training is off (allow_training=False): rerun with allow_training=True to train it")
+        raise _missing(cfg)
     return train(cfg, progress=False, log=lambda *a: None, on_progress=report)
 
 
@@ -206,11 +212,7 @@ def sweep_runs(configs: list[TrainConfig], *, allow_training: bool = True, desc:
     if not allow_training:  # every missing run named at once, in config order, before any worker starts
         missing = [c for c in configs if finished_result(c) is None]
         if missing:
-            first, more = missing[0], [c.name for c in missing[1:]]
-            raise MissingResultError(
-                f"no finished result for run {first.name!r} with {first.samples:.3g} samples in {first.results_dir}"
-                + (f" (nor for {len(more)} more: {', '.join(more)})" if more else "")
-                + "; training is off (allow_training=False): rerun with allow_training=True to train it")
+            raise _missing(missing[0], [c.name for c in missing[1:]])
     tasks = [Task(ensure_run, (c, allow_training), c.name, c.samples, cost=expected_cost(c)) for c in configs]
     return sweep(tasks, desc=desc, **kw)
 
