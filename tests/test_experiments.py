@@ -87,6 +87,62 @@ def test_a_run_started_from_another_places_finished_run_goes_on_as_if_trained_in
     assert _mtimes(tmp_path / "went_on") == after
 
 
+def test_a_run_whose_checkpoint_is_lost_is_regained_by_a_checked_rerun_and_goes_on_as_if_never_lost(tmp_path,
+                                                                                                     data_dir):
+    import json
+
+    import torch
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], **QUIET)
+    whole = train_piece("smoke", ["2"], output_dir=tmp_path / "whole", **one)
+    train_piece("smoke", ["2"], output_dir=tmp_path / "lost", target=17_800, **one)
+    name = whole["finished"][0]
+    (tmp_path / "lost" / "checkpoints" / f"{name}.pt").unlink()  # a fresh clone: the record, no checkpoint
+    logged = []
+    went_on = train_piece("smoke", ["2"], output_dir=tmp_path / "lost", **{**one, "log": logged.append})
+    assert went_on["finished"] == [name]
+    assert any("checkpoint regained at 17,800 samples (identical over 2 curve points" in line for line in logged)
+    a, b = (json.loads((tmp_path / d / "results" / f"{name}.json").read_text()) for d in ("lost", "whole"))
+    values = lambda r: {p["samples"]: (p["train"], p["test"]) for p in r["curve"]}  # noqa: E731
+    assert values(a) == values(b) and len(values(b)) > 2  # 17,800 is a point of the run's own schedule
+    wa, wb = (torch.load(tmp_path / d / "checkpoints" / f"{name}.pt", weights_only=True)["run"]["model"]
+              for d in ("lost", "whole"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)  # bit for bit, as if the checkpoint had never gone
+    restored = a["sessions"][1]["restored_by_rerun"]
+    assert a["sessions"][1]["from_samples"] == 17_800 and restored["verdict"] == "identical"
+    left = [p.suffix for p in (tmp_path / "lost" / "checkpoints" / "restore").iterdir()]
+    assert restored["points_compared"] == 2 and ".pt" not in left and ".json" not in left  # the re-run's copy gone
+
+
+def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path, data_dir):
+    from vae_utils.verify import RestoreDiffers
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], **QUIET)
+    done = train_piece("smoke", ["2"], output_dir=tmp_path, target=2_000, **one)
+    name = done["finished"][0]
+    (tmp_path / "checkpoints" / f"{name}.pt").unlink()
+    record = tmp_path / "results" / f"{name}.json"
+    text = record.read_text()
+    first = re.search(r'"train": (-?[0-9.]+)', text).group(1)  # a recorded value the re-run will not reproduce
+    record.write_text(text.replace(f'"train": {first}', f'"train": {float(first) - 1.0}', 1))
+    before = record.read_bytes()
+    with pytest.raises(RestoreDiffers, match="differs from the record") as e:
+        train_piece("smoke", ["2"], output_dir=tmp_path, **one)
+    assert "\n" not in str(e.value) and record.read_bytes() == before
+    assert not (tmp_path / "checkpoints" / f"{name}.pt").exists()
+    assert (tmp_path / "checkpoints" / "restore" / f"{name}.json").exists()  # the re-run kept, to look into
+
+
+def test_a_budget_with_no_checkpoints_here_is_refused_as_a_start_naming_what_is_missing(tmp_path, monkeypatch):
+    from vae_utils import budgets
+
+    monkeypatch.setattr(budgets, "REPO_ROOT", tmp_path)  # a fresh clone: no checkpoints/quick
+    with pytest.raises(ValueError, match=re.escape("start_from='quick' is not allowed: the quick budget has no "
+                                                   "checkpoints here")) as e:
+        train_piece("smoke", ["2"], output_dir=tmp_path / "out", start_from="quick", **QUIET)
+    assert "checkpoints/quick is missing" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_run_of_another_computation_is_not_adopted(tmp_path, data_dir, monkeypatch):
     from vae_utils import experiments as E
 

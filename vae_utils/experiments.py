@@ -408,6 +408,10 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     ``algorithms`` and ``latents`` narrow the piece to those runs (default: all), e.g. to train
     the runs that matter most first on a slow machine.
 
+    A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
+    fresh clone) is first re-run from its start to regain
+    the checkpoint, checked against the record (``verify.restore_checkpoint``), and then goes on.
+
     ``start_from`` (a smaller budget's name, or an output folder as ``output_dir`` makes): a
     Figure-2 run not yet begun here starts from that place's finished record of the same run
     (``train.adopt_run``: the same computation, so its first samples are not trained twice; the
@@ -418,6 +422,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     from .budgets import Places, get_budget
     from .device import check_device
     from .train import TimeLimitReached, adopt_run
+    from .verify import restore_checkpoint
 
     b = get_budget(budget)
     check_device(device)
@@ -464,7 +469,8 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         try:
             if points is None and source is not None:
                 adopt_run(cfg, source.keeping(cfg), log=log)
-            if points is None:
+            if points is None:  # a record whose checkpoint is lost (a fresh clone): regained by a checked re-run
+                restore_checkpoint(cfg, deadline=deadline, progress=progress, log=log)
                 train(cfg, progress=progress, log=log, deadline=deadline)
             else:
                 figure3_job(cfg, points, b.ll_n, b.is_samples, deadline=deadline)
@@ -487,6 +493,12 @@ def _source_places(budget: str, here, start_from, holding: str = "checkpoints"):
     if source.results.resolve() == here.results.resolve():
         raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this budget's own place; name another "
                          f"budget ({', '.join(k for k in BUDGETS if k != budget)}) or output folder")
+    if start_from in BUDGETS and not getattr(source, holding).is_dir():  # a fresh clone has no checkpoints
+        from .records import REPO_ROOT
+        where = getattr(source, holding)
+        raise ValueError(f"start_from={start_from!r} is not allowed: the {start_from} budget has no {holding} here "
+                         f"({where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where} is missing), so "
+                         f"no run can start from it: leave out --start-from to train from the start")
     if not getattr(source, holding).is_dir():
         raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is neither a budget "
                          f"({', '.join(BUDGETS)}) nor an output folder with {holding}")

@@ -351,8 +351,9 @@ def prepare(cfg: TrainConfig, log=print) -> tuple[Path, dict | None, dict | None
         state = "finished" if recorded["finished"] else "unfinished"
         raise RecordExistsError(
             f"{out_path} records run {cfg.name} ({state}, {recorded['samples_seen']:,} samples); continuing it to "
-            f"{cfg.samples:,} needs its checkpoint {ckpt_path}, which is missing: restore the checkpoint, or train "
-            f"the run afresh elsewhere with another --results-dir (the record is kept)")
+            f"{cfg.samples:,} needs its checkpoint {ckpt_path}, which is missing: restore the checkpoint (a `piece` of "
+            f"its budget regains it by re-running the run, checked against the record), or train the run afresh "
+            f"elsewhere with another --results-dir (the record is kept)")
     check_output_dir(out_path.parent, "results folder")
     check_output_dir(ckpt_path.parent, "checkpoint folder")
     return ckpt_path, recorded, None

@@ -1,5 +1,6 @@
 """Verification of recorded runs: the start of a run re-run with today's code, its curve
-compared point by point with the record.
+compared point by point with the record; and a lost checkpoint regained the same way, the whole
+run re-run and checked before its state is installed (``restore_checkpoint``).
 
     verdict = identical            every bit of every compared curve point
             | agrees within X      largest |difference| <= X = VERIFY_TOLERANCE[algorithm]
@@ -13,6 +14,7 @@ from the same clean commit, and otherwise kept.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -22,9 +24,10 @@ import torch
 from . import checks
 from .config import ALGORITHMS, TrainConfig
 from .device import kind_of
-from .records import (Interrupted, check_output_file, differences, existing_record, provenance,
+from .records import (Interrupted, RunFailed, check_output_file, checkpoint_path, differences, existing_record, provenance,
                       read_training_record, write_record)
-from .train import run_config_of, train
+from .records import results_path as record_path
+from .train import RunLock, load_checkpoint, recorded_results, run_config_of, save_checkpoint, sessions_of, train
 
 
 # Largest curve difference (nats per datapoint) that floating-point noise alone produces when a
@@ -55,7 +58,8 @@ def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) ->
     return {"verdict": verdict, "largest_difference": largest, "points_compared": len(pairs), "tolerance": tolerance}
 
 
-def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int = 1, path="the record") -> TrainConfig:
+def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int = 1, path="the record",
+                 name: str = "verify") -> TrainConfig:
     """The recorded run's config, to re-run its first ``samples`` in ``directory``; a record whose
     config is not a valid run is refused naming its file."""
     # a record from before the by-hand AEVB step (no gradient field): the arithmetic that made it, autograd
@@ -75,7 +79,7 @@ def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int
         gpu = recorded["provenance"].get("gpu") or "a CUDA GPU"
         raise ValueError(f"{path} was made on {gpu}; verify re-runs a record on the kind of device that made it, and "
                          f"torch {torch.__version__} finds no CUDA GPU here: run verify on a GPU machine")
-    return run_config_of(recorded, path, gradient=gradient, lr=recorded["lr"], samples=samples, name="verify",
+    return run_config_of(recorded, path, gradient=gradient, lr=recorded["lr"], samples=samples, name=name,
                          threads=threads, results_dir=str(directory), checkpoint_dir=str(directory), data_dir=data_dir,
                          device=device)
 
@@ -146,3 +150,58 @@ def measure_float_noise(results_path, samples: int = 200_000, data_dir=None) -> 
     one, two = (_rerun(recorded, samples, data_dir, threads, results_path) for threads in (1, 2))
     return {"run": recorded["name"], "algorithm": recorded["algorithm"], "samples": samples,
             **compare_curves(one["curve"], two["curve"], math.inf), "provenance": two["provenance"]}
+
+
+class RestoreDiffers(RunFailed):
+    """A re-run meant to regain a lost checkpoint did not arrive where its record says."""
+
+
+def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progress: bool = True,
+                       log=print) -> Path | None:
+    """Regain the lost checkpoint of a recorded run by training it again from the start.
+
+    A record without its checkpoint (a fresh clone holds the records, not the ignored
+    checkpoints) cannot be continued. Training is deterministic, so the same run re-run to the
+    record's ``samples_seen`` on the kind of device that made it reaches the same state. The re-run
+    trains in ``<checkpoint folder>/restore/`` (a ``deadline`` stops it with a checkpoint there and
+    the next call goes on), its curve is compared with the record's point by point
+    (``compare_curves``, ``VERIFY_TOLERANCE``), and only when they agree up to the record's last point
+    is its state installed as ``cfg``'s checkpoint, with the record's curve, step size and trials
+    and a session line saying how it was regained; the re-run's files are then removed. A re-run
+    that differs raises ``RestoreDiffers`` in one line, and the record and the re-run are kept.
+
+    Returns the installed checkpoint's path, or None where nothing is to be restored (no record,
+    a checkpoint already there, or a record already at or beyond ``cfg.samples``)."""
+    ckpt_path, out = checkpoint_path(cfg), record_path(cfg)
+    record = recorded_results(cfg)
+    if record is None or ckpt_path.exists() or (record["finished"] and record["samples_seen"] >= cfg.samples):
+        return None
+    at = record["samples_seen"]
+    side = rerun_config(record, at, cfg.data_dir, ckpt_path.parent / "restore", cfg.threads, out, name=cfg.name)
+    log(f"{cfg.name}: its record {out} stands at {at:,} samples but its checkpoint {ckpt_path} is missing; re-running "
+        f"it from the start in {ckpt_path.parent / 'restore'} to regain it (checked against the record)")
+    rerun = train(side, progress=progress, log=log, deadline=deadline)
+    cmp = compare_curves(record["curve"], rerun["curve"], VERIFY_TOLERANCE[record["algorithm"]])
+    last = record["curve"][-1]["samples"] if record["curve"] else None
+    if cmp["verdict"] == "differs" or last not in {p["samples"] for p in rerun["curve"]}:
+        how = "differs from" if cmp["verdict"] == "differs" else "does not reach the last point of"
+        raise RestoreDiffers(f"{cfg.name}: the re-run to {at:,} samples {how} the record {out} "
+                             f"(largest difference {cmp['largest_difference']:.3g} nat over {cmp['points_compared']} "
+                             f"points); no checkpoint was installed, and the record and the re-run "
+                             f"{record_path(side)} are kept (remove the re-run's files to try again)")
+    ckpt = load_checkpoint(checkpoint_path(side))
+    # the record's run: its identity, step size, trials and curve; the state the re-run reached
+    ckpt.update(config=cfg.identity(), lr=record["lr"], lr_trials=record["lr_trials"], curve=record["curve"])
+    ckpt["run"]["train_time"] = record["train_time_s"]  # the run's own training time, not the re-run's as well
+    ckpt["sessions"] = [*sessions_of(record, record), {"from_samples": at, "restored_by_rerun": {
+                            **{k: cmp[k] for k in ("verdict", "largest_difference", "points_compared")},
+                            "provenance": json.loads(json.dumps(rerun["provenance"], default=str))}}]  # plain values
+    with RunLock(ckpt_path):
+        if ckpt_path.exists():  # another process got here first: its checkpoint stands
+            return ckpt_path
+        save_checkpoint(ckpt_path, ckpt)
+    for f in (checkpoint_path(side), record_path(side)):
+        f.unlink(missing_ok=True)
+    log(f"{cfg.name}: checkpoint regained at {at:,} samples ({cmp['verdict']} over {cmp['points_compared']} curve "
+        f"points); the run goes on from it")
+    return ckpt_path
