@@ -409,8 +409,8 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     the runs that matter most first on a slow machine.
 
     A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
-    fresh clone) is first re-run from its start to regain
-    the checkpoint, checked against the record (``verify.restore_checkpoint``), and then goes on.
+    fresh clone) is first re-run from its start to regain the checkpoint, checked against the
+    record (``verify.restore_checkpoint``), and then goes on.
 
     ``start_from`` (a smaller budget's name, or an output folder as ``output_dir`` makes): a
     Figure-2 run not yet begun here starts from that place's finished record of the same run
@@ -493,13 +493,13 @@ def _source_places(budget: str, here, start_from, holding: str = "checkpoints"):
     if source.results.resolve() == here.results.resolve():
         raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is this budget's own place; name another "
                          f"budget ({', '.join(k for k in BUDGETS if k != budget)}) or output folder")
-    if start_from in BUDGETS and not getattr(source, holding).is_dir():  # a fresh clone has no checkpoints
+    where = getattr(source, holding)
+    if not where.is_dir() and start_from in BUDGETS:  # a fresh clone has no checkpoints
         from .records import REPO_ROOT
-        where = getattr(source, holding)
         raise ValueError(f"start_from={start_from!r} is not allowed: the {start_from} budget has no {holding} here "
                          f"({where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where} is missing), so "
                          f"no run can start from it: leave out --start-from to train from the start")
-    if not getattr(source, holding).is_dir():
+    if not where.is_dir():
         raise ValueError(f"start_from={str(start_from)!r} is not allowed: it is neither a budget "
                          f"({', '.join(BUDGETS)}) nor an output folder with {holding}")
     return source
