@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One lease of a GPU machine, in one call, from the repository root (docs/performance.md, "On a GPU"):
+#   1. tools/gpu_check.sh: the tests marked `cuda` and the CUDA benchmark (bounded by CHECK_SECONDS);
+#   2. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
+#      at the lease's deadline (SECONDS from the start, less a margin for packing);
+#   3. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz.
+# Usage:  bash tools/gpu_lease.sh SECONDS 'PIECE ARGS' ['PIECE ARGS' ...]
+#   e.g.  bash tools/gpu_lease.sh 540 '--datasets mnist --algorithms aevb --latents 20 --seed 1 --target 1e8'
+# Each piece runs `python -m vae_utils piece --budget paper --figures 2 --device cuda PIECE ARGS` (BUDGET and
+# DEVICE change those two, for a rehearsal on a CPU: BUDGET=smoke DEVICE=cpu).
+# The data come from $AEVB_DATA_DIR (default: data/ in the repository, carried there).
+set -uo pipefail
+start=$(date +%s)
+seconds=${1:?usage: gpu_lease.sh SECONDS 'PIECE ARGS' ...}; shift
+out=${OUT:-gpu_lease}
+mkdir -p "$out" logs
+budget=${BUDGET:-paper} device=${DEVICE:-cuda}
+export PYTHONUNBUFFERED=1 AEVB_DATA_DIR=${AEVB_DATA_DIR:-$PWD/data}
+left() { echo $(( seconds - ($(date +%s) - start) )); }
+pack() {  # what comes back: every record of the paper budget, the checkpoints written here, the logs
+  find "checkpoints/$budget" -name '*.pt' -newer "$out/started" 2>/dev/null > "$out/new_checkpoints.txt"
+  tar czf "$out/$budget.tar.gz" "results/$budget" -T "$out/new_checkpoints.txt" logs/gpu_*.log 2>/dev/null
+  ls -l "$out"
+}
+touch "$out/started"
+{ nvidia-smi; git rev-parse HEAD; git status --porcelain --untracked-files=no; date -u; } > "$out/env.log" 2>&1
+python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
+OUT=$out timeout "${CHECK_SECONDS:-200}" bash tools/gpu_check.sh > logs/gpu_check.log 2>&1
+rc=$?; cp logs/gpu_check.log "$out/" 2>/dev/null
+echo "gpu_check: exit $rc after $(( $(date +%s) - start )) s"
+tail -n 4 "$out/gpu_tests.log" 2>/dev/null
+grep -E "cuda|limit|ours|baseline" "$out/benchmark.log" 2>/dev/null | tail -n 12
+i=0
+for args in "$@"; do
+  i=$((i + 1))
+  s=$(( $(left) - ${PACK_SECONDS:-45} ))
+  if [ "$s" -lt 60 ]; then echo "piece $i: $s s left, not begun"; continue; fi
+  # shellcheck disable=SC2086
+  python -m vae_utils piece --budget "$budget" --figures 2 --device "$device" $args --max-minutes "$(awk "BEGIN {print $s / 60}")" \
+    > "logs/gpu_piece$i.log" 2>&1
+  echo "piece $i ($args): exit $? after $(( $(date +%s) - start )) s"
+  tr '\r' '\n' < "logs/gpu_piece$i.log" | grep -v "sample/s[],]" | tail -n 6
+done
+pack
