@@ -94,3 +94,42 @@ def test_a_budgets_figure2_table_waits_for_every_run_of_its_notebook(tmp_path, m
     assert T.figure2_frey("quick") == "**Not run yet:** `python -m vae_utils reproduce --budget quick --only 04`"
     shutil.copy(records[-1], results / records[-1].name)
     assert T.figure2_frey("quick") == table and "| 20 |" in table
+
+
+def test_the_seed_table_holds_each_devices_runs_to_the_papers_curve(tmp_path, monkeypatch):
+    """Runs placed on the paper's digitized curve (+0 and +0.3 on the GPU, -1 on the CPU): the GPU's
+    are within 0.5 + 2 sd at every point, the CPU's outside at every point."""
+    import json
+
+    from vae_utils.plotting import paper_value
+
+    template = json.loads((REPO_ROOT / "results/paper/aevb_mnist_nz20_h500_grey_n50000_seed1.json").read_text())
+    places = {b: tmp_path / b for b in ("paper", "standard")}
+    monkeypatch.setattr(T.Places, "for_budget", classmethod(lambda cls, budget, output_dir=None: cls(
+        places[budget], tmp_path / "figures", tmp_path / "checkpoints", places[budget] / "notebooks")))
+    for p in places.values():
+        p.mkdir()
+    paper = T._paper()
+    theirs = lambda x: paper_value(paper, "figure2", "mnist", 20, "aevb", "train", x)  # noqa: E731
+
+    def write(seed, device, shift):
+        r = json.loads(json.dumps(template))
+        r["config"]["seed"], r["name"] = seed, f"aevb_mnist_nz20_h500_grey_n50000_seed{seed}"
+        r["devices"] = [{"device": device, "from_samples": 0}]
+        for pt in r["curve"]:
+            v = theirs(pt["samples"])
+            pt["train"] = pt["train"] if v is None else v + shift
+        (places["paper"] / f"{r['name']}.json").write_text(json.dumps(r))
+
+    write(0, "cpu", -1.0)
+    assert T.paper_seeds().startswith("**No GPU run yet:**")
+    write(1, "cuda", 0.0)
+    write(2, "cuda", 0.3)
+    table = T.paper_seeds()
+    points = sum(1 for pt in template["curve"] if pt["samples"] >= T.PROGRESS_FROM and theirs(pt["samples"]) is not None)
+    assert points >= 7
+    assert table.endswith(f"**cuda** (2 runs): within the digitization (±0.5) plus twice the seeds' sd at {points} of "
+                          f"{points} points.")  # nothing outside
+    assert f"**cpu** (1 run): within the digitization (±0.5) plus twice the seeds' sd at 0 of {points} points; " \
+           f"outside at -1.00 at" in table and table.count("(margin 0.50)") == points
+    assert "| seed 1 (paper budget) | cuda (NVIDIA H200) | 1.78e8 |" in table

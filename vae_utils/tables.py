@@ -26,7 +26,7 @@ from .budgets import NotebookParameters, Places, get_budget
 from .experiments import FIGURE2_LATENTS, figure2_configs, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
 from .plotting import LABELS, PAPER_CSV, likelihood_table, method_label, load_paper_curves, load_results, paper_value, samples_label
 from .sweep import finished_result
-from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, read_json
+from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, keeps_points, read_json
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performance.md")
 BEGIN = re.compile(r"^<!-- table (?P<name>[a-z0-9_]+): generated from results/ by `python -m vae_utils tables`; "
@@ -202,6 +202,57 @@ def paper_progress() -> str:
               + (f" ({', '.join(done)})" if done else "")
               + f"; {len(runs) - len(done)} are on the way, {len(configs) - len(runs)} not begun."]
     return "\n".join(lines)
+
+
+SEED_CHECK = ("mnist", 20, "aevb")  # issue 18's check: MNIST AEVB Nz = 20, one seed to 1e8 on a GPU, against the paper
+SEED_TICKS = (10 ** 6.5, 10 ** 7, 10 ** 7.5, 10 ** 8, 10 ** 8.25)
+
+
+def paper_seeds() -> str:
+    """MNIST AEVB Nz = 20, every seed of the paper budget (and the standard budget's seeds, the same
+    computation stopped at 1e7): where each trained, ours beside the paper's, and each device's
+    runs against the paper's curve from ``PROGRESS_FROM`` on, within the digitization plus twice
+    the seed sd of that device's runs at that point (``fidelity.gap_status``'s margin)."""
+    dataset, n_z, algorithm = SEED_CHECK
+    split, paper = FD.COMPARED_SPLIT[dataset], _paper()
+    pattern = f"{algorithm}_{dataset}_nz{n_z}_h500_grey_n50000_seed*.json"
+    runs = {("paper", r["config"]["seed"]): r for r in load_results(pattern, Places.for_budget("paper").results)}
+    # a standard-budget run continued in the paper budget is its record's start; one on another device is a run apart
+    runs |= {("standard", r["config"]["seed"]): r for r in load_results(pattern, Places.for_budget("standard").results)
+             if not (("paper", r["config"]["seed"]) in runs
+                     and keeps_points(r["curve"], runs[("paper", r["config"]["seed"])]["curve"]))}
+    if not any(b == "paper" and _devices(r) != "cpu" for (b, _), r in runs.items()):
+        return "**No GPU run yet:** `bash tools/gpu_lease.sh` on a GPU machine trains seeds 1 and 2 (docs/performance.md)."
+    lines = ["| run | trained on | reached | samples/s | " + " | ".join(_count(x) for x in SEED_TICKS) + " |",
+             "|---|---|---|---|" + "---|" * len(SEED_TICKS),
+             "| the paper (digitized) | | | | " + " | ".join(
+                 _f(paper_value(paper, "figure2", dataset, n_z, algorithm, split, x)) for x in SEED_TICKS) + " |"]
+    kinds: dict[str, list[dict]] = {}
+    for (budget, seed), r in sorted(runs.items(), key=lambda kv: (_devices(kv[1]), kv[0][1], kv[0][0])):
+        kinds.setdefault(_devices(r), []).append(r)
+        gpu = next((s["provenance"]["gpu"] for s in r.get("sessions", []) if s.get("provenance", {}).get("gpu")), "")
+        lines.append(f"| seed {seed} ({budget} budget) | {_devices(r)}{f' ({gpu})' if gpu else ''} | "
+                     f"{_count(r['samples_seen'])} | {r['samples_per_s']:,.0f} | "
+                     + " | ".join(_f(_at(r, x, split), 2) for x in SEED_TICKS) + " |")
+    verdicts = []
+    for kind, rs in kinds.items():
+        points = sorted({p["samples"] for r in rs for p in r["curve"] if p["samples"] >= PROGRESS_FROM})
+        checked, outside = 0, []
+        for x in points:
+            theirs = paper_value(paper, "figure2", dataset, n_z, algorithm, split, x)
+            ours = [v for r in rs if (v := _at(r, x, split)) is not None]
+            if theirs is None or not ours:
+                continue
+            margin = 0.5 + (2 * statistics.stdev(ours) if len(ours) > 1 else 0.0)
+            checked += 1
+            worst = max(ours, key=lambda v: abs(v - theirs))
+            if abs(worst - theirs) > margin:
+                outside.append(f"{worst - theirs:+.2f} at {_count(x)} (margin {margin:.2f})")
+        verdicts.append(f"**{kind}** ({len(rs)} run{'s' * (len(rs) > 1)}): within the digitization (±0.5) plus twice "
+                        f"the seeds' sd at {checked - len(outside)} of {checked} points"
+                        + (f"; outside at {', '.join(outside)}" if outside else ""))
+    return "\n".join(lines + ["", f"Ours − the paper's, {split} bound, from {_count(PROGRESS_FROM)} on: "
+                              + "; ".join(verdicts) + "."])
 
 
 # --- docs/results.md: the engine's long runs ---------------------------------------------------
@@ -412,6 +463,17 @@ def benchmarks() -> str:
     return benchmark_table(read_json(RESULTS_DIR / "benchmarks.json"))
 
 
+def benchmarks_cuda() -> str:
+    path = RESULTS_DIR / "benchmarks_cuda.json"
+    if not path.exists():
+        return "**Not measured yet:** `bash tools/gpu_check.sh` on a GPU machine writes `results/benchmarks_cuda.json`."
+    record = read_json(path)
+    p = record["provenance"]
+    return (benchmark_table(record) + f" Measured on one {p['gpu']} (CUDA {p['cuda']}, driver {p['driver']}, "
+            f"torch {p['torch']}, TF32 {'on' if p['tf32'] else 'off'}), commit {p['git_commit'][:7]}"
+            f"{' (dirty tree)' if p['git_dirty'] else ''}, {p['date']}.")
+
+
 def benchmark_profile() -> str:
     r = read_json(RESULTS_DIR / "benchmarks.json")["results"]["aevb_mnist@1"]
     lines = ["| operator (kernel or call) | ms per step | share |", "|---|---|---|"]
@@ -423,10 +485,10 @@ RECORDED_BUDGETS = ("quick", "standard")  # the budgets whose record the README 
 BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_BUDGETS
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
-                                   figure3_long_runs, quadrature, verify_noise, paper_progress, fidelity_frey_face, fidelity_wake_sleep,
+                                   figure3_long_runs, quadrature, verify_noise, paper_progress, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
                                    fidelity_wake_sleep_nz200, wake_sleep_nz200_kl,
                                    frey_long_run, frey_latents,
-                                   mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmark_profile)}
+                                   mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmarks_cuda, benchmark_profile)}
 
 
 def blocks(text: str, where: str) -> list[tuple[str, int, int]]:
