@@ -163,3 +163,60 @@ def test_the_captured_aevb_step_is_the_eager_step_on_the_gpu(data_dir, monkeypat
     assert torch.equal(graphed.rng.get_state(), eager.rng.get_state())
     for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
         assert torch.equal(p, q)
+
+
+# --- the GPU's pace against the CPU's (tools/device_pace.py) ------------------------------------
+
+def _device_pace():
+    import importlib.util
+
+    from vae_utils.records import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("device_pace", REPO_ROOT / "tools" / "device_pace.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_pace_study_feeds_a_run_the_cpu_runs_draws(data_dir, device):
+    """On the CPU, the run fed the CPU generator's draws from outside is the run itself, bit for
+    bit; on a GPU the same draws with the GPU's arithmetic stay within rounding's drift of it."""
+    pace = _device_pace().pace
+    ticks = (2000, 5000)
+    cpu = pace("cpu", "own", 1, 5000, data_dir, ticks)
+    fed = pace(device, "cpu", 1, 5000, data_dir, ticks)
+    assert [p["samples"] for p in fed] == [2000, 5000]
+    if device == "cpu":
+        assert [p["train"] for p in fed] == [p["train"] for p in cpu]
+    else:
+        assert all(abs(p["train"] - q["train"]) < 0.5 for p, q in zip(fed, cpu))
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_the_gpu_step_is_the_cpu_step_given_the_same_draws_in_float64(data_dir):
+    """sgvb_b_ascent (forward, the gradient by hand, Adagrad) on the GPU and on the CPU, fed the same
+    minibatches and noise, in float64: the same arithmetic agrees to rounding over 300 steps."""
+    from vae_utils.algorithms import AEVB, sgvb_b_ascent
+    from vae_utils.data import load_dataset
+    from vae_utils.models import VAE
+
+    X = load_dataset("mnist", "train", data_dir=data_dir, n_train=5000).double()
+    torch.manual_seed(0)
+    model = VAE(784, 500, 20).double()
+    cpu = [p.detach().clone() for n in AEVB.LAYERS if hasattr(model, n) for p in (getattr(model, n).weight,
+                                                                                   getattr(model, n).bias)]
+    gpu = [p.cuda() for p in cpu]
+    sums = {"cpu": [torch.zeros_like(p) for p in cpu], "cuda": [torch.zeros_like(p) for p in gpu]}
+    decays = [100 / len(X) if p.dim() == 2 else 0.0 for p in cpu]
+    g = torch.Generator().manual_seed(0)
+    for step in range(300):
+        x = X[torch.randint(len(X), (100,), generator=g)]
+        eps = torch.randn((1, 100, 20), generator=g, dtype=torch.float64)
+        lr = 0.0 if step < 100 else 0.01
+        a = sgvb_b_ascent(x, eps, cpu, sums["cpu"], decays, lr, 1e-8, False)
+        b = sgvb_b_ascent(x.cuda(), eps.cuda(), gpu, sums["cuda"], decays, lr, 1e-8, False)
+        assert torch.allclose(a, b.cpu(), rtol=1e-9, atol=1e-9)
+    for p, q in zip(cpu, gpu):
+        assert (p - q.cpu()).abs().max() <= 1e-9 * max(1.0, p.abs().max().item())

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One lease of a GPU machine, in one call, from the repository root (docs/performance.md, "On a GPU"):
 #   1. tools/gpu_check.sh: the tests marked `cuda` and the CUDA benchmark (bounded by CHECK_SECONDS);
-#   2. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
+#   2. tools/device_pace.py: the same short runs with the GPU's random numbers and with the CPU's
+#      (bounded by PACE_SECONDS, 0 to skip);
+#   3. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
 #      at the lease's deadline (SECONDS from the start, less a margin for packing);
-#   3. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz.
+#   4. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz.
 # Usage:  bash tools/gpu_lease.sh SECONDS 'PIECE ARGS' ['PIECE ARGS' ...]
 #   e.g.  bash tools/gpu_lease.sh 540 '--datasets mnist --algorithms aevb --latents 20 --seed 1 --target 1e8'
 # Each piece runs `python -m vae_utils piece --budget paper --figures 2 --device cuda PIECE ARGS` (BUDGET and
@@ -30,6 +32,11 @@ rc=$?; cp logs/gpu_check.log "$out/" 2>/dev/null
 echo "gpu_check: exit $rc after $(( $(date +%s) - start )) s"
 tail -n 4 "$out/gpu_tests.log" 2>/dev/null
 grep -E "cuda|limit|ours|baseline" "$out/benchmark.log" 2>/dev/null | tail -n 12
+if [ "${PACE_SECONDS:-150}" != 0 ]; then  # the GPU's pace against the CPU's (tools/device_pace.py)
+  timeout "${PACE_SECONDS:-150}" python tools/device_pace.py --device "$device" --seeds 0,1,2 --samples "${PACE_SAMPLES:-1e6}" \
+    --out "$out/pace.json" > logs/gpu_pace.log 2>&1
+  echo "device_pace: exit $? after $(( $(date +%s) - start )) s"; grep "^|" logs/gpu_pace.log
+fi
 i=0
 for args in "$@"; do
   i=$((i + 1))
