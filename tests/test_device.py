@@ -7,6 +7,7 @@ runs them on a GPU machine.
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -146,12 +147,14 @@ def test_each_algorithm_trains_on_a_device_as_on_the_cpu(tmp_path, data_dir, dev
 
 @pytest.mark.cuda
 @needs_cuda
-def test_the_captured_aevb_step_is_the_eager_step_on_the_gpu(data_dir, monkeypatch):
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep"])
+def test_the_captured_step_is_the_eager_step_on_the_gpu(data_dir, monkeypatch, algorithm):
     from vae_utils import algorithms
     from vae_utils.data import load_dataset
     from vae_utils.train import Run
 
-    cfg = TrainConfig(lr=0.02, n_train=5000, compile=False, device="cuda", data_dir=str(data_dir), samples=10**6)
+    cfg = TrainConfig(algorithm=algorithm, lr=0.02, n_train=5000, compile=False, device="cuda", data_dir=str(data_dir),
+                      samples=10**6)
     X = load_dataset("mnist", "train", data_dir=data_dir, n_train=5000)
     graphed = Run(cfg, 0.02, X)
     monkeypatch.setattr(algorithms, "CAPTURE_CUDA_GRAPHS", False)
@@ -220,3 +223,25 @@ def test_the_gpu_step_is_the_cpu_step_given_the_same_draws_in_float64(data_dir):
         assert torch.allclose(a, b.cpu(), rtol=1e-9, atol=1e-9)
     for p, q in zip(cpu, gpu):
         assert (p - q.cpu()).abs().max() <= 1e-9 * max(1.0, p.abs().max().item())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_diverged_wake_step_is_reported_as_nan_eagerly_and_as_the_gpu_graph_does(data_dir, device):
+    """Wake-sleep's step as the graph runs it (``on_device``: no sync mid-step) reports a diverged
+    wake update as NaN, as the eager step does, so that the loop stops the run on the same step."""
+    from vae_utils.data import load_dataset
+    from vae_utils.train import Run
+
+    cfg = TrainConfig(algorithm="wake_sleep", lr=0.02, n_train=500, compile=False, device=device,
+                      data_dir=str(data_dir), samples=10**4)
+    run = Run(cfg, 0.02, load_dataset("mnist", "train", data_dir=data_dir, n_train=500))
+    alg = run.algorithm
+    assert isinstance(alg._wake_sleep(0.02, 0.02), torch.Tensor)
+    out = alg._wake_sleep(0.02, 0.02, on_device=True)
+    assert isinstance(out, torch.Tensor) and torch.isfinite(out)
+    with torch.no_grad():
+        run.model.dec_out.bias.fill_(float("nan"))  # what a diverged wake update leaves
+    eager = alg._wake_sleep(0.0, 0.0)
+    assert isinstance(eager, float) and math.isnan(eager)  # returned before any dream was drawn
+    graphed = alg._wake_sleep(0.0, 0.0, on_device=True)
+    assert isinstance(graphed, torch.Tensor) and torch.isnan(graphed)

@@ -51,7 +51,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Normal
+from torch.distributions import Bernoulli, Normal
 
 from . import data as data_mod
 from .config import TrainConfig
@@ -183,12 +183,13 @@ class Adagrad:
         self.lr, self.warmup, self.eps, self.t = lr, warmup, eps, 0
         self.update = _CompiledOrEager(_adagrad_update) if compile else _adagrad_update
 
-    def ascend(self, objective: torch.Tensor) -> None:
+    def ascend(self, objective: torch.Tensor, lr: float | None = None) -> None:
+        """One ascent step on ``objective``, with step size ``lr`` (default: ``next_lr()``, counted)."""
         for p in self.params:
             p.grad = None  # autograd then hands over its gradient buffers instead of adding into ours
         (-objective).backward()
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
-        lr = self.next_lr()
+        lr = self.next_lr() if lr is None else lr
         with torch.no_grad():
             (_adagrad_update if lr == 0.0 else self.update)(self.params, grads, self.sums, self.decays, lr, self.eps)
 
@@ -380,8 +381,24 @@ class WakeSleep(AEVB):
         self._setup(model, X, cfg, rng, compile)
         self.wake_opt = self._adagrad(model.decoder_parameters(), lr, cfg.adagrad_warmup)
         self.sleep_opt = self._adagrad(model.encoder_parameters(), lr, cfg.adagrad_warmup)
+        # on a GPU, the step after the warm-up is one captured graph (autograd's backward included),
+        # its step sizes then fixed; the check for a diverged wake step stays on the GPU (no sync)
+        self.captured = (CapturedStep(lambda: self._wake_sleep(self.wake_opt.lr, self.sleep_opt.lr, on_device=True),
+                                      rng) if X.device.type == "cuda" and CAPTURE_CUDA_GRAPHS else None)
 
     def step(self) -> tuple[int, float]:
+        wake_lr, sleep_lr = self.wake_opt.next_lr(), self.sleep_opt.next_lr()
+        if self.captured is not None and wake_lr != 0.0 and sleep_lr != 0.0:
+            objective = self.captured()
+        else:
+            objective = self._wake_sleep(wake_lr, sleep_lr)
+        return self.cfg.batch_size, objective if isinstance(objective, float) else objective.item()
+
+    def _wake_sleep(self, wake_lr: float, sleep_lr: float, on_device: bool = False) -> torch.Tensor | float:
+        """One wake and one sleep update; the mean log p(x, z) of the wake phase (before its
+        update), or NaN where the wake update diverged: then no dream is drawn from its NaN
+        decoder (``on_device``: the sleep update runs regardless, the NaN is still returned,
+        so that nothing waits for the GPU mid-step; the loop stops the run on it either way)."""
         model, M = self.model, self.cfg.batch_size
         x = next(self.batches)
         # wake: fit the generative model to (x, z ~ q(z|x))
@@ -389,18 +406,22 @@ class WakeSleep(AEVB):
             mu, logvar = model.encode(x)
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=self.rng, device=mu.device)
         log_joint = model.log_joint(x, z)
-        self.wake_opt.ascend(log_joint.sum())
+        self.wake_opt.ascend(log_joint.sum(), wake_lr)
         # sleep: fit the recognition model to dreams (z, x) ~ p(z) p(x|z)
         with torch.no_grad():
             z_dream = torch.randn(M, model.z_dim, generator=self.rng, device=x.device)
             dream = model.decoder_distribution(z_dream)
-            if not torch.isfinite(dream.mean).all():  # the wake step diverged: report it, do not dream from NaN
-                return len(x), float("nan")
+            finite = torch.isfinite(dream.mean).all()
+            if not on_device and not finite:  # the wake step diverged: report it, do not dream from NaN
+                return float("nan")
+            if on_device and isinstance(dream, Bernoulli):  # the GPU's bernoulli asserts 0 <= p <= 1 (a NaN
+                dream = Bernoulli(probs=torch.where(finite, dream.probs, 0.5), validate_args=False)  # would kill it)
             x_dream = sample_x(dream, self.rng)
         mu, logvar = model.encode(x_dream)
-        log_q = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z_dream).sum(-1)
-        self.sleep_opt.ascend(log_q.sum())
-        return len(x), log_joint.mean().item()
+        log_q = Normal(mu, torch.exp(0.5 * logvar), validate_args=False).log_prob(z_dream).sum(-1)
+        self.sleep_opt.ascend(log_q.sum(), sleep_lr)
+        objective = log_joint.detach().mean()
+        return torch.where(finite, objective, torch.nan) if on_device else objective
 
     def state_dict(self):
         return {"wake": self.wake_opt.state_dict(), "sleep": self.sleep_opt.state_dict()}
