@@ -245,3 +245,63 @@ def test_a_diverged_wake_step_is_reported_as_nan_eagerly_and_as_the_gpu_graph_do
     assert isinstance(eager, float) and math.isnan(eager)  # returned before any dream was drawn
     graphed = alg._wake_sleep(0.0, 0.0, on_device=True)
     assert isinstance(graphed, torch.Tensor) and torch.isnan(graphed)
+
+
+def test_a_leases_tarball_installs_only_what_goes_further_than_here(tmp_path):
+    """tools/gpu_unpack.py: a record the lease took further is installed with its checkpoint; one
+    here that went further meanwhile is kept; a different run under the same name, or a run being
+    trained here, is refused in one line and left as it was."""
+    import importlib.util
+    import io
+    import tarfile
+
+    from vae_utils.records import REPO_ROOT
+    from vae_utils.train import RunLock
+
+    spec = importlib.util.spec_from_file_location("gpu_unpack", REPO_ROOT / "tools" / "gpu_unpack.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    full = json.loads((REPO_ROOT / "results/paper/aevb_mnist_nz20_h500_grey_n50000_seed1.json").read_text())
+
+    def record(name, points, shift=0.0):
+        r = json.loads(json.dumps(full))
+        r["name"], r["curve"] = name, r["curve"][:points]
+        r["samples_seen"] = r["curve"][-1]["samples"]
+        for p in r["curve"]:
+            p["train"] += shift
+        return json.dumps(r).encode()
+
+    here, lease = tmp_path / "repo", tmp_path / "lease1"
+    (here / "results/paper").mkdir(parents=True)
+    local = {"further": record("further", 10), "went_on_here": record("went_on_here", 12),
+             "other_run": record("other_run", 10), "locked": record("locked", 10)}
+    for name, data in local.items():
+        (here / f"results/paper/{name}.json").write_bytes(data)
+    files = {"results/paper/further.json": record("further", 14), "checkpoints/paper/further.pt": b"state 1",
+             "results/paper/went_on_here.json": record("went_on_here", 11), "checkpoints/paper/went_on_here.pt": b"old",
+             "results/paper/other_run.json": record("other_run", 14, shift=0.5),
+             "results/paper/locked.json": record("locked", 14), "checkpoints/paper/locked.pt": b"state 2",
+             "results/paper/new.json": record("new", 14), "logs/gpu_piece1.log": b"piece 1"}
+    lease.mkdir()
+    with tarfile.open(lease / "paper.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    lines = []
+    with RunLock(here / "checkpoints/paper/locked.pt"):
+        refused = tool.unpack(lease / "paper.tar.gz", root=here, log=lines.append)
+    assert refused == 2 and len(lines) == 4 and all("\n" not in line for line in lines)
+    got = lambda p: (here / p).read_bytes() if (here / p).exists() else None  # noqa: E731
+    assert got("results/paper/further.json") == files["results/paper/further.json"]
+    assert got("checkpoints/paper/further.pt") == b"state 1"
+    assert got("results/paper/went_on_here.json") == local["went_on_here"] and got("checkpoints/paper/went_on_here.pt") is None
+    assert got("results/paper/other_run.json") == local["other_run"]
+    assert any("other_run: the tarball's record and the one here are different runs" in line for line in lines)
+    assert got("results/paper/locked.json") == local["locked"] and got("checkpoints/paper/locked.pt") is None
+    assert any("locked: run locked is already being trained" in line for line in lines)
+    assert got("results/paper/new.json") == files["results/paper/new.json"]
+    assert got("logs/lease1/gpu_piece1.log") == b"piece 1"
+    # the same tarball again: the run no longer being trained is installed now, the other run still refused
+    lines.clear()
+    assert tool.unpack(lease / "paper.tar.gz", root=here, log=lines.append) == 1 and len(lines) == 2

@@ -5,7 +5,8 @@
 #      (bounded by PACE_SECONDS, 0 to skip);
 #   3. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
 #      at the lease's deadline (SECONDS from the start, less a margin for packing);
-#   4. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz.
+#   4. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz
+#      (back home, `python tools/gpu_unpack.py` installs from it only what goes further than there).
 # Usage:  bash tools/gpu_lease.sh SECONDS 'PIECE ARGS' ['PIECE ARGS' ...]
 #   e.g.  bash tools/gpu_lease.sh 540 '--datasets mnist --algorithms aevb --latents 20 --seed 1 --target 1e8'
 # Each piece runs `python -m vae_utils piece --budget paper --figures 2 --device cuda PIECE ARGS` (BUDGET and
