@@ -170,12 +170,13 @@ def test_the_captured_step_is_the_eager_step_on_the_gpu(data_dir, monkeypatch, a
 
 # --- the GPU's pace against the CPU's (tools/device_pace.py) ------------------------------------
 
-def _device_pace():
+def _tool(name: str):
+    """A script of tools/ as a module."""
     import importlib.util
 
     from vae_utils.records import REPO_ROOT
 
-    spec = importlib.util.spec_from_file_location("device_pace", REPO_ROOT / "tools" / "device_pace.py")
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -185,7 +186,7 @@ def _device_pace():
 def test_the_pace_study_feeds_a_run_the_cpu_runs_draws(data_dir, device):
     """On the CPU, the run fed the CPU generator's draws from outside is the run itself, bit for
     bit; on a GPU the same draws with the GPU's arithmetic stay within rounding's drift of it."""
-    pace = _device_pace().pace
+    pace = _tool("device_pace").pace
     ticks = (2000, 5000)
     cpu = pace("cpu", "own", 1, 5000, data_dir, ticks)
     fed = pace(device, "cpu", 1, 5000, data_dir, ticks)
@@ -251,16 +252,13 @@ def test_a_leases_tarball_installs_only_what_goes_further_than_here(tmp_path):
     """tools/gpu_unpack.py: a record the lease took further is installed with its checkpoint; one
     here that went further meanwhile is kept; a different run under the same name, or a run being
     trained here, is refused in one line and left as it was."""
-    import importlib.util
     import io
     import tarfile
 
     from vae_utils.records import REPO_ROOT
     from vae_utils.train import RunLock
 
-    spec = importlib.util.spec_from_file_location("gpu_unpack", REPO_ROOT / "tools" / "gpu_unpack.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("gpu_unpack")
     full = json.loads((REPO_ROOT / "results/paper/aevb_mnist_nz20_h500_grey_n50000_seed1.json").read_text())
 
     def record(name, points, shift=0.0):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from vae_utils.algorithms import Minibatches  # noqa: E402
 from vae_utils.config import TrainConfig  # noqa: E402
 from vae_utils.records import provenance  # noqa: E402
 from vae_utils.train import Run, eval_sets, load_data  # noqa: E402
@@ -35,11 +36,10 @@ TICKS = (10 ** 5, 10 ** 5.5, 10 ** 6, 10 ** 6.5, 10 ** 7)
 def cpu_draws(run: Run, seed: int):
     """``run``'s draw replaced by the CPU run's draws (the same generator seed and order), moved to its device."""
     g, alg, device = torch.Generator().manual_seed(seed), run.algorithm, run.device
-    X_cpu = alg.batches.X.cpu()
+    batches = Minibatches(alg.batches.X.cpu(), alg.cfg, g)  # the CPU run's minibatches, from its generator
 
-    def draw():
-        idx = torch.randint(len(X_cpu), (alg.cfg.batch_size,), generator=g)
-        x = X_cpu.index_select(0, idx)
+    def draw():  # AEVB.draw's order: the minibatch, then its noise
+        x = next(batches)
         eps = torch.randn((alg.cfg.n_samples, len(x), alg.model.z_dim), generator=g, dtype=x.dtype)
         return x.to(device), eps.to(device)
     alg.draw, alg.captured = draw, None  # drawn on the CPU each step: not a captured graph

@@ -38,7 +38,8 @@ def unpack(tarball: Path, root: Path = REPO_ROOT, log=print) -> int:
         for p, m in sorted(members.items()):
             if len(p.parts) == 3 and p.parts[0] == "results" and p.suffix == ".json":
                 budget, name = p.parts[1], p.stem
-                new = json.loads(tar.extractfile(m).read())
+                payload = tar.extractfile(m).read()
+                new = json.loads(payload)
                 here_path = root / "results" / budget / p.name
                 ckpt_member = members.get(PurePosixPath("checkpoints", budget, name + ".pt"))
                 ckpt_path = root / "checkpoints" / budget / (name + ".pt")
@@ -54,7 +55,7 @@ def unpack(tarball: Path, root: Path = REPO_ROOT, log=print) -> int:
                     continue
                 try:
                     with RunLock(ckpt_path):
-                        atomic_write_bytes(here_path, tar.extractfile(m).read())
+                        atomic_write_bytes(here_path, payload)
                         if ckpt_member is not None:
                             atomic_write_bytes(ckpt_path, tar.extractfile(ckpt_member).read())
                 except RunLockedError as e:
