@@ -40,6 +40,7 @@ def test_a_piece_stops_at_its_time_limit_then_the_notebook_draws_what_the_next_p
     ({"max_minutes": -1}, "max_minutes=-1 is not allowed"),
     ({"algorithms": ["vae"]}, "algorithms=['vae'] is not allowed"),
     ({"latents": [0]}, "latents=[0] is not allowed"),
+    ({"compile": "always"}, "compile='always' is not allowed"),
     ({"latents": [7]}, "no run of Figures 2 has algorithms=None and latents=[7]"),
     ({"start_from": "standrad"}, "start_from='standrad' is not allowed: it is neither a budget"),
     ({"start_from": "OUT"}, "is not allowed: it is this budget's own place"),
@@ -112,6 +113,19 @@ def test_a_run_whose_checkpoint_is_lost_is_regained_by_a_checked_rerun_and_goes_
     assert a["sessions"][1]["from_samples"] == 17_800 and restored["verdict"] == "identical"
     left = [p.suffix for p in (tmp_path / "lost" / "checkpoints" / "restore").iterdir()]
     assert restored["points_compared"] == 2 and ".pt" not in left and ".json" not in left  # the re-run's copy gone
+
+
+def test_a_piece_compiles_its_runs_or_not_as_told_and_they_go_on_either_way(tmp_path, data_dir):
+    """``compile`` is a runtime knob of a piece: each session records its own, the run is the same run."""
+    import json
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], output_dir=tmp_path, **QUIET)
+    name = train_piece("smoke", ["2"], target=2_000, compile=False, **one)["finished"][0]
+    record = tmp_path / "results" / f"{name}.json"
+    assert json.loads(record.read_text())["config"]["compile"] is False
+    assert train_piece("smoke", ["2"], target=4_000, compile=True, **one)["finished"] == [name]
+    r = json.loads(record.read_text())
+    assert r["config"]["compile"] is True and r["samples_seen"] == 4_000
 
 
 def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path, data_dir):

@@ -3,20 +3,28 @@ the random numbers? (The first GPU runs of MNIST AEVB Nz = 20 were about 2 nats 
 seeds at 3e6 samples and level by 1e8; README, "On a GPU".)
 
 Trains the same short runs (MNIST 784-500-20, Adagrad step 0.01, no step-size trials) three ways:
-    own   the run as `train` trains it on --device (its minibatches and noise from that device's
-          generator; on a GPU the captured step);
-    cpu   on --device, but every minibatch and its noise drawn from a CPU generator seeded as the
-          CPU run's, in the same order, then moved over: on the CPU this is the CPU run bit for bit,
-          on a GPU it is the CPU run's draws with the GPU's arithmetic.
-If `cpu` on the GPU tracks the CPU runs and `own` does not, the GPU's random numbers are the cause;
-if both are ahead, its arithmetic. Writes one JSON (curves per way and seed) and prints a table.
+    own   the step a long run takes on --device (compiled; on a GPU captured as one graph), its
+          minibatches and noise from that device's generator;
+    eager the same run with the plain eager step, kernel by kernel (no compiler, no graph);
+    cpu   eager on --device, but every minibatch and its noise drawn from a CPU generator seeded as
+          the CPU run's, in the same order, then moved over: on the CPU this is the CPU run bit for
+          bit, on a GPU it is the CPU run's draws with the GPU's arithmetic.
+Where only `own` runs ahead, the compiled step is the cause; where `eager` does too but `cpu` does
+not, the device's random numbers; where all three do, its arithmetic. Writes one JSON (curves per
+way and seed) and prints a table. ``--judge PACE_JSON`` then compares each way's mean at its last
+point with the CPU records of MNIST Nz = 20 at the same count (results/standard, seeds 0-2, all
+trained on a CPU) and exits 0 when `own` keeps the CPU's pace, 4 when only `eager` does (train
+without the compiler: ``piece --compile no``), 5 when neither does. A way keeps the pace when its
+mean is within max(0.5, 3 sd sqrt(1/n + 1/n_cpu)) of the CPU records' mean, sd being theirs.
 
-    python tools/device_pace.py --device cuda --seeds 0,1,2,3 --samples 1e6 --out pace.json
+    python tools/device_pace.py --device cuda --seeds 1,2 --samples 1e6 --out pace.json
+    python tools/device_pace.py --judge pace.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -45,12 +53,19 @@ def cpu_draws(run: Run, seed: int):
     alg.draw, alg.captured = draw, None  # drawn on the CPU each step: not a captured graph
 
 
+WAYS = ("own", "eager", "cpu")
+
+
 def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=TICKS) -> list[dict]:
+    if way not in WAYS:
+        raise ValueError(f"way={way!r} is not allowed: expected one of {', '.join(WAYS)}")
     cfg = TrainConfig(dataset="mnist", n_z=20, n_hidden=500, lr=0.01, samples=int(samples), seed=seed,
-                      compile=False, device=device, threads=1, data_dir=data_dir)
+                      compile=way == "own", device=device, threads=1, data_dir=data_dir)
     X_train, X_test = load_data(cfg)
     sets = {k: v.to(device) for k, v in eval_sets(cfg, X_train, X_test).items()}
     run = Run(cfg, cfg.lr, X_train)
+    if way == "eager":
+        run.algorithm.captured = None
     if way == "cpu":
         cpu_draws(run, seed)
     ticks, curve, t0 = [round(t) for t in ticks if t <= samples], [], time.perf_counter()
@@ -63,15 +78,59 @@ def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=
     return curve
 
 
+def cpu_reference(samples: int, seeds=(0, 1, 2)) -> list[float]:
+    """The CPU records' train bound at ``samples``: MNIST Nz = 20 of the standard budget (each a
+    CPU run; its step size, 0.01, is the pace runs')."""
+    from vae_utils.budgets import Places
+
+    values = []
+    for seed in seeds:
+        record = json.loads((Places.for_budget("standard").results
+                             / f"aevb_mnist_nz20_h500_grey_n50000_seed{seed}.json").read_text())
+        if record["lr"] != 0.01 or any(d["device"] != "cpu" for d in record.get("devices", [])):
+            raise ValueError(f"{record['name']} is not a CPU run with step 0.01: it cannot be the pace's reference")
+        values += [p["train"] for p in record["curve"] if p["samples"] == samples]
+    return values
+
+
+def judge(study: dict, log=print) -> int:
+    """0 when `own` keeps the CPU records' pace, 4 when only `eager` does, 5 when neither (see above)."""
+    curves = study["curves"]
+    samples = max(c[-1]["samples"] for c in curves.values())
+    ref = cpu_reference(samples)
+    if len(ref) < 2:
+        raise ValueError(f"no CPU records at {samples:,} samples to judge the pace by")
+    ref_mean, ref_sd = statistics.fmean(ref), statistics.stdev(ref)
+    kept = {}
+    for way in WAYS:
+        ends = [c[-1]["train"] for k, c in curves.items() if k.split("/")[1] == way and c[-1]["samples"] == samples]
+        if not ends:
+            continue
+        margin = max(0.5, 3 * ref_sd * math.sqrt(1 / len(ends) + 1 / len(ref)))
+        gap = statistics.fmean(ends) - ref_mean
+        kept[way] = abs(gap) <= margin
+        log(f"pace at {samples:.3g}: {way} {statistics.fmean(ends):.2f} over {len(ends)} seeds, the CPU's "
+            f"{ref_mean:.2f} over {len(ref)}: {gap:+.2f} ({'within' if kept[way] else 'outside'} {margin:.2f})")
+    return 0 if kept.get("own") else 4 if kept.get("eager") else 5
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--samples", type=float, default=1e6)
-    ap.add_argument("--ways", default="own,cpu")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ways", default=",".join(WAYS))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--judge", type=Path, help="a study's JSON: compare it with the CPU records, exit 0, 4 or 5")
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args(argv)
+    if a.judge:
+        if not a.judge.is_file():
+            print(f"device_pace: {a.judge} is not a file (a study's --out JSON)", file=sys.stderr)
+            return 2
+        return judge(json.loads(a.judge.read_text()))
+    if a.out is None:
+        ap.error("--out is required (or --judge)")
     if a.out.exists():
         print(f"device_pace: {a.out} exists; it is not overwritten (pass another --out)", file=sys.stderr)
         return 2

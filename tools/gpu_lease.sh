@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # One lease of a GPU machine, in one call, from the repository root (docs/performance.md, "On a GPU"):
 #   1. tools/gpu_check.sh: the tests marked `cuda` and the CUDA benchmark (bounded by CHECK_SECONDS);
-#   2. tools/device_pace.py: the same short runs with the GPU's random numbers and with the CPU's
-#      (bounded by PACE_SECONDS, 0 to skip);
+#   2. tools/device_pace.py: the same short runs with the compiled step, the eager step and the CPU's
+#      random numbers (bounded by PACE_SECONDS, 0 to skip), judged against the CPU records: the verdict
+#      (PACE_VERDICT, or given as PACE_VERDICT=0|4|5 when the study ran in an earlier call) gates the pieces
+#      written 'gated:ARGS': they run as given on 0 (the compiled step keeps the CPU's pace), with
+#      --compile no on 4 (only the eager step keeps it), not at all otherwise;
 #   3. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
 #      at the lease's deadline (SECONDS from the start, less a margin for packing);
 #   4. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz
 #      (back home, `python tools/gpu_unpack.py` installs from it only what goes further than there).
 # Usage:  bash tools/gpu_lease.sh SECONDS 'PIECE ARGS' ['PIECE ARGS' ...]
-#   e.g.  bash tools/gpu_lease.sh 540 '--datasets mnist --algorithms aevb --latents 20 --seed 1 --target 1e8'
+#   e.g.  bash tools/gpu_lease.sh 540 '--datasets mnist --algorithms aevb --latents 20 --seed 1 --target 1e8' \
+#                                      'gated:--datasets mnist --algorithms aevb --latents 3'
 # Each piece runs `python -m vae_utils piece --budget paper --figures 2 --device cuda PIECE ARGS` (BUDGET and
 # DEVICE change those two, for a rehearsal on a CPU: BUDGET=smoke DEVICE=cpu).
 # The data come from $AEVB_DATA_DIR (default: data/ in the repository, carried there).
@@ -33,14 +37,31 @@ rc=$?; cp logs/gpu_check.log "$out/" 2>/dev/null
 echo "gpu_check: exit $rc after $(( $(date +%s) - start )) s"
 tail -n 4 "$out/gpu_tests.log" 2>/dev/null
 grep -E "cuda|limit|ours|baseline" "$out/benchmark.log" 2>/dev/null | tail -n 12
-if [ "${PACE_SECONDS:-150}" != 0 ]; then  # the GPU's pace against the CPU's (tools/device_pace.py)
-  timeout "${PACE_SECONDS:-150}" python tools/device_pace.py --device "$device" --seeds 0,1,2 --samples "${PACE_SAMPLES:-1e6}" \
-    --out "$out/pace.json" > logs/gpu_pace.log 2>&1
+verdict=${PACE_VERDICT:-}
+if [ "${PACE_SECONDS:-240}" != 0 ]; then  # the GPU's pace against the CPU's (tools/device_pace.py)
+  timeout "${PACE_SECONDS:-240}" python tools/device_pace.py --device "$device" --seeds "${PACE_SEEDS:-1,2}" \
+    --samples "${PACE_SAMPLES:-1e6}" --out "$out/pace.json" > logs/gpu_pace.log 2>&1
   echo "device_pace: exit $? after $(( $(date +%s) - start )) s"; grep "^|" logs/gpu_pace.log
+  python tools/device_pace.py --judge "$out/pace.json" 2>&1 | tee -a logs/gpu_pace.log
+  verdict=${PIPESTATUS[0]}
 fi
+case "$verdict" in
+  0) gate="run as given" ;;
+  4) gate="run with --compile no" ;;
+  *) gate="not begun" ;;
+esac
+echo "pace verdict: ${verdict:-none}: the gated pieces are $gate"
 i=0
 for args in "$@"; do
   i=$((i + 1))
+  if [ "${args#gated:}" != "$args" ]; then
+    args=${args#gated:}
+    case "$verdict" in
+      0) ;;
+      4) args="$args --compile no" ;;
+      *) echo "piece $i ($args): not begun: the pace verdict is ${verdict:-missing}"; continue ;;
+    esac
+  fi
   s=$(( $(left) - ${PACK_SECONDS:-45} ))
   if [ "$s" -lt 60 ]; then echo "piece $i: $s s left, not begun"; continue; fi
   # shellcheck disable=SC2086

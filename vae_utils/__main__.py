@@ -244,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
                     "the same command to continue")
     pc.add_argument("--output-dir", type=_path, default=None, help="instead of the repository's results/<budget> etc.")
     pc.add_argument("--seed", type=_seed, default=0)
+    pc.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                    help="torch.compile each run's step (auto: runs of 20,000 steps or more)")
     pc.add_argument("--start-from", default=None,
                     help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
                          "runs continue from (their checkpoints copied; the sources are kept)")
@@ -388,7 +390,8 @@ def _run(args) -> int:
 
         done = train_piece(args.budget, args.figures, args.target, device=args.device, output_dir=args.output_dir,
                            seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes,
-                           algorithms=args.algorithms, latents=args.latents, start_from=args.start_from)
+                           algorithms=args.algorithms, latents=args.latents, start_from=args.start_from,
+                           compile={"yes": True, "no": False}.get(args.compile, "auto"))
         state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
                  if done["time_limit"] else "every run of this piece reached its target")
         print(f"piece: {len(done['finished'])} runs at their target; {state}")

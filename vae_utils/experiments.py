@@ -394,8 +394,8 @@ FIGURES = ("2", "3")
 
 def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, device: str = "auto",
                 output_dir=None, seed: int = 0, datasets=None, max_minutes: float | None = None,
-                algorithms=None, latents=None, start_from: str | None = None, progress: bool = True,
-                log=print) -> dict:
+                algorithms=None, latents=None, start_from: str | None = None, compile: bool | str = "auto",
+                progress: bool = True, log=print) -> dict:
     """One piece of a budget's training: every run of Figures 2 and 3 (the runs the notebooks
     draw, with the budget's settings and places) trained, on ``device``, up to ``target`` training
     samples (default: the budget's own counts; Figure 3 to its last log p(x) point at or below the
@@ -406,7 +406,8 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     ``allow_training=False`` once every run reached the budget's own counts.
 
     ``algorithms`` and ``latents`` narrow the piece to those runs (default: all), e.g. to train
-    the runs that matter most first on a slow machine.
+    the runs that matter most first on a slow machine. ``compile`` is ``TrainConfig.compile`` for
+    every run of the piece (a runtime knob: the same runs, compiled or not).
 
     A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
     fresh clone) is first re-run from its start to regain the checkpoint, checked against the
@@ -458,6 +459,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
                 jobs.append((dataclasses.replace(c, samples=max(points)), points))
     if not jobs:
         raise ValueError(f"no run of Figures {', '.join(chosen)} has algorithms={algorithms!r} and latents={latents!r}")
+    jobs = [(dataclasses.replace(c, compile=compile), points) for c, points in jobs]
     here.make()
     deadline = time.time() + 60 * max_minutes if max_minutes else None
     finished, remaining = [], []
