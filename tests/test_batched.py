@@ -30,7 +30,7 @@ def _runs(data_dir, dataset="mnist", device="cpu"):
 @pytest.mark.parametrize("dataset, steps", [("mnist", STEPS), ("frey_face", 50)])
 def test_two_runs_batched_equal_two_single_runs_in_float64(data_dir, float64, dataset, steps, device):
     singles, batched = _runs(data_dir, dataset, device), _runs(data_dir, dataset, device)
-    alone = [[run.step() for _ in range(steps)] for run in singles]
+    alone = [[float(run.step()) for _ in range(steps)] for run in singles]  # a captured GPU step: a tensor
     step = BatchedStep(batched)
     together = [step.step() for _ in range(steps)]
     for r, (single, run) in enumerate(zip(singles, batched)):

@@ -161,8 +161,8 @@ def test_the_captured_step_is_the_eager_step_on_the_gpu(data_dir, monkeypatch, a
     monkeypatch.setattr(algorithms, "CAPTURE_CUDA_GRAPHS", False)
     eager = Run(cfg, 0.02, X)
     assert graphed.algorithm.captured is not None and eager.algorithm.captured is None
-    a = [graphed.step() for _ in range(400)]
-    b = [eager.step() for _ in range(400)]
+    a = [float(graphed.step()) for _ in range(400)]  # a captured step's objective is a tensor on the GPU
+    b = [float(eager.step()) for _ in range(400)]
     assert a == b  # the same kernels, the same random numbers: bit for bit
     assert torch.equal(graphed.rng.get_state(), eager.rng.get_state())
     for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
@@ -188,8 +188,8 @@ def test_the_compiled_step_learns_as_the_eager_step_does(data_dir, monkeypatch, 
     eager = Run(dataclasses.replace(cfg, compile=False), 0.01, X)
     assert eager.algorithm.ascent is algorithms.sgvb_b_ascent and compiled.algorithm.ascent is not algorithms.sgvb_b_ascent
     assert (compiled.algorithm.captured is not None) == (device == "cuda") and eager.algorithm.captured is None
-    a = torch.tensor([compiled.step() for _ in range(1000)], dtype=torch.float64)
-    b = torch.tensor([eager.step() for _ in range(1000)], dtype=torch.float64)
+    a = torch.tensor([float(compiled.step()) for _ in range(1000)], dtype=torch.float64)
+    b = torch.tensor([float(eager.step()) for _ in range(1000)], dtype=torch.float64)
     assert torch.equal(compiled.rng.get_state(), eager.rng.get_state())  # the same draws
     assert b[-100:].mean() > b[100:200].mean() + 20  # it learned
     # the mean training objective of each 100 steps: equal up to rounding's drift (a few 1e-3 nats)

@@ -103,6 +103,54 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
     assert all(torch.isfinite(v).all() for v in T.load_checkpoint(path)["run"]["model"].values())
 
 
+def _objectives_left_on_the_device(monkeypatch, nan_at_step=None):
+    """AEVB's step handing back its objective as a tensor, as a captured GPU step does (the loop
+    reads those in batches), with a NaN objective at ``nan_at_step`` when given."""
+    original, steps = AEVB.step, [0]
+
+    def step(self):
+        n, objective = original(self)
+        steps[0] += 1
+        value = float("nan") if steps[0] == nan_at_step else objective
+        return n, torch.tensor(value, dtype=torch.float64)  # the float's value exactly
+    monkeypatch.setattr(AEVB, "step", step)
+
+
+def test_objectives_read_in_batches_make_the_record_they_make_read_one_by_one(tmp_path, data_dir, monkeypatch):
+    """200 steps, stopped at step 150 (mid-batch: the checkpoint reads what is unread) and resumed:
+    every point, minibatch means included, equal to the run whose objectives were read at once."""
+    quiet = dict(progress=False, log=lambda *a: None)
+    plain = T.train(small_config(tmp_path / "plain"), **quiet)
+    _objectives_left_on_the_device(monkeypatch)
+    T.train(small_config(tmp_path / "batched"), stop_after_steps=150, **quiet)
+    batched = T.train(small_config(tmp_path / "batched"), **quiet)
+    drop = lambda curve: [{k: v for k, v in p.items() if k != "train_time_s"} for p in curve]  # noqa: E731
+    assert drop(batched["curve"]) == drop(plain["curve"]) and len(plain["curve"]) >= 5
+    assert all(p["train_minibatch_mean"] is not None for p in batched["curve"][1:])
+
+
+@pytest.mark.parametrize("read", ["at_once", "in_batches"])
+def test_a_non_finite_objective_stops_the_run_at_its_step_however_it_is_read(tmp_path, data_dir, monkeypatch, read):
+    cfg = small_config(tmp_path, eval_from=15_000)  # no curve point between the first checkpoint and step 130
+    T.train(cfg, progress=False, log=lambda *a: None, stop_after_steps=50)
+    path = tmp_path / "ckpt" / "t.pt"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if read == "in_batches":
+        _objectives_left_on_the_device(monkeypatch, nan_at_step=80)
+    else:
+        original, steps = AEVB.step, [0]
+
+        def step(self):
+            n, objective = original(self)
+            steps[0] += 1
+            return n, float("nan") if steps[0] == 80 else objective
+        monkeypatch.setattr(AEVB, "step", step)
+    with pytest.raises(T.TrainingDiverged) as e:
+        T.train(cfg, progress=False, log=lambda *a: None)
+    assert str(e.value).startswith("t: non-finite training objective (nan) at step 130 (13,000 samples, step size 0.02).")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the last good checkpoint, untouched
+
+
 def test_checkpoint_of_another_run_is_not_silently_reused(tmp_path, data_dir):
     T.train(small_config(tmp_path), progress=False, log=lambda *a: None, stop_after_steps=5)
     with pytest.raises(ValueError, match="different run.*n_z"):

@@ -134,7 +134,9 @@ class CapturedStep:
     ``torch.compile`` settle); the next captures it (capturing runs nothing) and replays it, and
     every later call replays it. ``body`` returns a tensor, the graph's output, overwritten by
     each replay. A capture that fails is reported in one line (the run's checkpoint is kept):
-    AEVB_CUDA_GRAPHS=0 runs the step eagerly instead."""
+    AEVB_CUDA_GRAPHS=0 runs the step eagerly instead. A captured step's objective stays on the GPU:
+    the training loop reads them in batches (``train.READ_EVERY_STEPS``), so that the CPU does not
+    wait for the GPU at every step."""
 
     WARM_UP = 3
 
@@ -345,8 +347,9 @@ class AEVB:
             self.opt.ascend(bound.sum())
             return len(x), bound.mean().item()
         lr = self.opt.next_lr()
-        bound = self.captured() if lr != 0.0 and self.captured is not None else self._by_hand_step(lr)
-        return self.cfg.batch_size, bound.mean().item()
+        if lr != 0.0 and self.captured is not None:  # on the GPU: the mean as a tensor, read by the loop later
+            return self.cfg.batch_size, self.captured().mean()
+        return self.cfg.batch_size, self._by_hand_step(lr).mean().item()
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next minibatch and its noise eps (L, M, Z), from the run's generator in this order."""
@@ -389,9 +392,8 @@ class WakeSleep(AEVB):
     def step(self) -> tuple[int, float]:
         wake_lr, sleep_lr = self.wake_opt.next_lr(), self.sleep_opt.next_lr()
         if self.captured is not None and wake_lr != 0.0 and sleep_lr != 0.0:
-            objective = self.captured()
-        else:
-            objective = self._wake_sleep(wake_lr, sleep_lr)
+            return self.cfg.batch_size, self.captured().clone()  # the graph's output, kept from the next replay
+        objective = self._wake_sleep(wake_lr, sleep_lr)
         return self.cfg.batch_size, objective if isinstance(objective, float) else objective.item()
 
     def _wake_sleep(self, wake_lr: float, sleep_lr: float, on_device: bool = False) -> torch.Tensor | float:

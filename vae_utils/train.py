@@ -47,6 +47,12 @@ from .records import (CHECKPOINT_DIR, REPO_ROOT, TRAINING_RECORD_KEYS, Interrupt
 # 2-15 s, the fused update saves about 1 ms per step (the benchmark, results/benchmarks.json).
 COMPILE_FROM_STEPS = 20_000
 
+# A captured GPU step hands back its objective as a tensor on the GPU: reading each at once would make
+# the CPU wait for the GPU at every step, so the loop reads them together every this many steps, and
+# before any evaluation, checkpoint or end (the values, their order and the stop at the first
+# non-finite one are those of reading each at once)
+READ_EVERY_STEPS = 100
+
 
 class TrainingDiverged(RunFailed):
     """Non-finite parameters or objective: the run stopped; its last good checkpoint is kept."""
@@ -187,7 +193,8 @@ class Run:
         self.samples_seen, self.steps, self.train_time = 0, 0, 0.0
         self.devices = [{"device": self.device.type, "from_samples": 0}]
 
-    def step(self) -> float:
+    def step(self) -> float | torch.Tensor:
+        """One step; its training objective (a tensor on the GPU from a captured step, not yet read)."""
         n, objective = self.algorithm.step()
         self.samples_seen += n
         self.steps += 1
@@ -502,7 +509,34 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
     # as plain values (torch's version string is a str subclass, which a weights-only checkpoint refuses to load)
     sessions.append({"from_samples": run.samples_seen, "provenance": json.loads(json.dumps(session, default=str))})
 
+    unread = []  # (objective, step, samples) of the steps whose objective is still a tensor on the GPU
+
+    def diverged(objective: float, step: int, samples: int):
+        bar.close()
+        raise TrainingDiverged(
+            f"{cfg.name}: non-finite training objective ({objective}) at step {step} "
+            f"({samples:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
+            f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
+
+    def read(objective: float, step: int, samples: int):
+        """A step's objective into the window of the next curve point, or the run stops on it."""
+        if not math.isfinite(objective):
+            diverged(objective, step, samples)
+        window[0], window[1] = window[0] + objective, window[1] + 1
+
+    def read_unread():
+        """The objectives still on the GPU, read at once (one wait, counted as training time)."""
+        if unread:
+            t0 = time.perf_counter()
+            values = torch.stack([o for o, _, _ in unread]).tolist()
+            run.train_time += time.perf_counter() - t0
+            steps = [(step, samples) for _, step, samples in unread]
+            unread.clear()
+            for v, (step, samples) in zip(values, steps):
+                read(v, step, samples)
+
     def checkpoint():
+        read_unread()  # a run that diverged since the last read stops here, before anything is written
         if not run.parameters_finite():  # never overwrite the last good checkpoint with NaNs
             raise TrainingDiverged(f"{cfg.name}: non-finite parameters at step {run.steps}; the last good "
                                    f"checkpoint {ckpt_path} is kept. Try a smaller --lr.")
@@ -536,17 +570,17 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
         objective, seconds = yield run
         run.train_time += seconds
         steps_this_session += 1
-        if not math.isfinite(objective):
-            bar.close()
-            raise TrainingDiverged(
-                f"{cfg.name}: non-finite training objective ({objective}) at step {run.steps} "
-                f"({run.samples_seen:,} samples, step size {lr}). The last good checkpoint {ckpt_path} is kept "
-                f"(curve up to {curve[-1]['samples'] if curve else 0:,} samples); try a smaller --lr.")
-        window[0], window[1] = window[0] + objective, window[1] + 1
+        if isinstance(objective, torch.Tensor):
+            unread.append((objective, run.steps, run.samples_seen))
+            if len(unread) >= READ_EVERY_STEPS:
+                read_unread()
+        else:
+            read(objective, run.steps, run.samples_seen)
         bar.update(run.samples_seen - bar.n)
         if on_progress is not None:
             on_progress(run.samples_seen)
         if pending and run.samples_seen >= pending[0]:
+            read_unread()
             pending.pop(0)
             point = {"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
                      "test": run.algorithm.evaluate(sets["test"], "test"), "train_time_s": round(run.train_time, 2),
