@@ -40,7 +40,7 @@ grep -E "cuda|limit|ours|baseline" "$out/benchmark.log" 2>/dev/null | tail -n 12
 verdict=${PACE_VERDICT:-}
 if [ "${PACE_SECONDS:-240}" != 0 ]; then  # the GPU's pace against the CPU's (tools/device_pace.py)
   timeout "${PACE_SECONDS:-240}" python tools/device_pace.py --device "$device" --seeds "${PACE_SEEDS:-1,2}" \
-    --samples "${PACE_SAMPLES:-1e6}" --out "$out/pace.json" > logs/gpu_pace.log 2>&1
+    --samples "${PACE_SAMPLES:-3.2e6}" --out "$out/pace.json" > logs/gpu_pace.log 2>&1
   echo "device_pace: exit $? after $(( $(date +%s) - start )) s"; grep "^|" logs/gpu_pace.log
   python tools/device_pace.py --judge "$out/pace.json" 2>&1 | tee -a logs/gpu_pace.log
   verdict=${PIPESTATUS[0]}
