@@ -12,12 +12,15 @@ Trains the same short runs (MNIST 784-500-20, Adagrad step 0.01, no step-size tr
           on a GPU it is the CPU run's draws with the GPU's arithmetic.
 Where only `own` runs ahead, the compiled step is the cause; where `eager` does too but `cpu` does
 not, the device's random numbers; where all three do, its arithmetic. Writes one JSON (curves per
-way and seed) and prints a table. ``--judge PACE_JSON`` then compares each way's mean at its last
-point with the CPU records of MNIST Nz = 20 at the same count (results/standard, seeds 0-2, all
-trained on a CPU; at 3.16e6 they lie within 0.6 nats of each other, where the first GPU runs were
-2.2 nats ahead of their mean; at 1e6 seeds spread more) and exits 0 when `own` keeps the CPU's pace, 4 when only `eager` does (train
-without the compiler: ``piece --compile no``), 5 when neither does. A way keeps the pace when its
-mean is within max(0.5, 3 sd sqrt(1/n + 1/n_cpu)) of the CPU records' mean, sd being theirs.
+way and seed) and prints a table.
+
+``--judge PACE_JSON`` then compares each way's mean at its last point with the CPU records of
+MNIST Nz = 20 at the same count (results/standard, seeds 0-2, all trained on a CPU; at 3.16e6 they
+lie within 0.6 nats of each other, and the first GPU runs were 2.2 nats ahead of their mean). A
+way keeps the pace when its mean is within max(0.5, 3 sd sqrt(1/n + 1/n_cpu)) of the CPU records'
+mean, sd being theirs. Exit status: 0 when
+`own` keeps it, 4 when only `eager` does (train without the compiler: ``piece --compile no``), 5
+when neither does.
 
     python tools/device_pace.py --device cuda --seeds 1,2 --samples 3.2e6 --out pace.json
     python tools/device_pace.py --judge pace.json
