@@ -132,7 +132,7 @@ def figure3_reading(records: list[dict], paper_rows) -> str:
         text.append("The paper's curves have no value at our last points (they start later or lie below its "
                     "plotted range), so this budget's end has nothing to compare with them.")
     elif far:
-        text.append("Gaps to the paper beyond its digitization (±0.5) plus the estimator's measured error, ours − "
+        text.append(f"Gaps to the paper beyond its digitization (±{DIGITIZATION['mnist']:g}) plus the estimator's measured error, ours − "
                     "paper: " + "; ".join(f"{LABELS[a]} N = {n:,} {s} {d:+.1f} (beyond {e})"
                                            for a, n, s, d, e in far) + ".")
         text += _causes([(known_cause("mnist", alg, n_train=n), f"{LABELS[alg]} N = {n:,}") for alg, n, *_ in far])

@@ -23,7 +23,7 @@ from pathlib import Path
 from . import fidelity as FD
 from .benchmark import table as benchmark_table
 from .budgets import NotebookParameters, Places, get_budget
-from .experiments import FIGURE2_LATENTS, figure2_configs, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
+from .experiments import DIGITIZATION, FIGURE2_LATENTS, figure2_configs, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
 from .plotting import LABELS, PAPER_CSV, likelihood_table, method_label, load_paper_curves, load_results, paper_value, samples_label
 from .sweep import finished_result
 from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, keeps_points, read_json
@@ -97,7 +97,7 @@ def figure2_mnist(budget: str) -> str:
     paper, nzs, at = _paper(), sorted({nz for _, nz in runs}), get_budget(budget).mnist_samples
     eval_n = sorted({r["config"]["eval_n"] for r in runs.values()})
     lines = [f"**Figure 2, MNIST, at {_count(at)} training samples** (ours from `eval_n` = "
-             f"{', '.join(map(str, eval_n))} images per split; the paper's digitized, ±0.5 nat; train / test; "
+             f"{', '.join(map(str, eval_n))} images per split; the paper's digitized, ±{DIGITIZATION['mnist']:g} nat; train / test; "
              f"— where the paper's curve is below its plot):", "",
              "| Nz | AEVB ours | AEVB paper | wake-sleep ours | wake-sleep paper |", "|---|---|---|---|---|"]
     gaps = {"aevb": [], "wake_sleep": []}
@@ -146,7 +146,7 @@ def figure3(budget: str) -> str:
     at = {r["points"][-1]["samples"] for r in records}
     ll_n = sorted({r["settings"]["ll_n"] for r in records})
     lines = [f"**Figure 3 at {' / '.join(_count(x) for x in sorted(at))} training samples** (Appendix D on the first "
-             f"{', '.join(map(str, ll_n))} images per split; the paper's ±0.5 nat; — where its curve is off the plot):",
+             f"{', '.join(map(str, ll_n))} images per split; the paper's ±{DIGITIZATION['mnist']:g} nat; — where its curve is off the plot):",
              "", "| N train | method | ours train / test | paper train / test |", "|---|---|---|---|"]
     for r in records:
         c, last = r["config"], r["points"][-1]
@@ -196,8 +196,8 @@ def paper_progress() -> str:
         far = max(gaps, default=None)
         lines.append(f"| {_describe(r)} | {_count(r['samples_seen'])} / {_count(c.samples)} | {_devices(r)} | "
                      + " | ".join(cells) + f" | {_f(far[1], digits, sign=True) + ' at ' + _count(far[2]) if far else '—'} |")
-    lines += ["", f"The {FD.COMPARED_SPLIT['mnist']} bound on MNIST (±0.5 nat digitization), the "
-              f"{FD.COMPARED_SPLIT['frey_face']} bound on Frey Face (±10), as Figure 2's gaps are measured "
+    lines += ["", f"The {FD.COMPARED_SPLIT['mnist']} bound on MNIST (±{DIGITIZATION['mnist']:g} nat digitization), the "
+              f"{FD.COMPARED_SPLIT['frey_face']} bound on Frey Face (±{DIGITIZATION['frey_face']:g}), as Figure 2's gaps are measured "
               f"(`docs/fidelity.md`). {len(done)} of the {len(configs)} Figure-2 runs reach the paper's count"
               + (f" ({', '.join(done)})" if done else "")
               + f"; {len(runs) - len(done)} are on the way, {len(configs) - len(runs)} not begun."]
@@ -243,12 +243,12 @@ def paper_seeds() -> str:
             ours = [v for r in rs if (v := _at(r, x, split)) is not None]
             if theirs is None or not ours:
                 continue
-            margin = 0.5 + (2 * statistics.stdev(ours) if len(ours) > 1 else 0.0)
+            margin = DIGITIZATION["mnist"] + (2 * statistics.stdev(ours) if len(ours) > 1 else 0.0)
             checked += 1
             worst = max(ours, key=lambda v: abs(v - theirs))
             if abs(worst - theirs) > margin:
                 outside.append(f"{worst - theirs:+.2f} at {_count(x)} (margin {margin:.2f})")
-        verdicts.append(f"**{kind}** ({len(rs)} run{'s' * (len(rs) > 1)}): within the digitization (±0.5) plus twice "
+        verdicts.append(f"**{kind}** ({len(rs)} run{'s' * (len(rs) > 1)}): within the digitization (±{DIGITIZATION['mnist']:g}) plus twice "
                         f"the seeds' sd at {checked - len(outside)} of {checked} points"
                         + (f"; outside at {', '.join(outside)}" if outside else ""))
     return "\n".join(lines + ["", f"Ours − the paper's, {split} bound, from {_count(PROGRESS_FROM)} on: "
