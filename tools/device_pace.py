@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vae_utils.algorithms import Minibatches  # noqa: E402
 from vae_utils.config import TrainConfig  # noqa: E402
 from vae_utils.records import provenance  # noqa: E402
-from vae_utils.train import Run, eval_schedule, eval_sets, load_data  # noqa: E402
+from vae_utils.train import Run, eval_schedule, eval_sets, flush_denormals, load_data  # noqa: E402
 
 # the records' evaluation points from 1e5 to 1e7, two a decade (100,000, 316,200, 1,000,000, ...)
 TICKS = tuple(p for p in eval_schedule(TrainConfig(samples=10 ** 7, eval_per_decade=2)) if p >= 10 ** 5)
@@ -81,17 +81,13 @@ def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=
         cpu_draws(run, seed)
     ticks, curve, t0 = [round(t) for t in ticks if t <= samples], [], time.perf_counter()
     torch.set_num_threads(cfg.threads)  # as train() runs on a CPU (no effect on a GPU)
-    flush = torch.set_flush_denormal(True)
-    try:
+    with flush_denormals():
         while ticks:
             run.step()
             if run.samples_seen >= ticks[0]:
                 ticks.pop(0)
                 curve.append({"samples": run.samples_seen, "train": run.algorithm.evaluate(sets["train"], "train"),
                               "seconds": round(time.perf_counter() - t0, 1)})
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
     return curve
 
 
