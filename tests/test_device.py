@@ -230,6 +230,43 @@ def test_the_pace_study_feeds_a_run_the_cpu_runs_draws(data_dir, device):
         pace("cpu", "fast", 1, 15000, data_dir, ticks)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_pace_study_checks_the_draws_themselves(device):
+    """The draws a run makes (``AEVB.draw``: minibatch indices, then noise), checked for what would
+    change a run's pace: the CPU generator's pass, and each kind of broken stream is named. On the
+    CPU they are the generator's own sequence; on a GPU the captured graph draws what the eager step does."""
+    tool = _tool("device_pace")
+    idx, eps = tool.draws_of(device, 1, 2000)
+    assert idx.shape == (2000, 100) and eps.shape == (2000, 2000)
+    if device == "cpu":
+        g = torch.Generator().manual_seed(1)
+        for t in range(3):  # the run's order: the minibatch, then its noise
+            assert torch.equal(idx[t], torch.randint(50000, (100,), generator=g))
+            assert torch.equal(eps[t].float(), torch.randn(2000, generator=g))
+    else:
+        captured = tool.draws_of(device, 1, 2000, captured=True)
+        assert torch.equal(idx, captured[0]) and torch.equal(eps, captured[1])
+    stats = tool.draw_statistics(idx, eps, 50000)
+    assert stats["suspect"] == [], stats
+
+    def suspect(i=idx, e=eps):
+        return tool.draw_statistics(i, e, 50000)["suspect"]
+    again = eps.clone()
+    again[1::50] = eps[0::50]  # every 50th step's noise is the step before's
+    assert "noise_equal_to_earlier_z" in suspect(e=again)
+    assert suspect(i=idx % 25000) == ["index_uniformity_z", "index_repeats_z"]  # half the data, more repeats
+    same = idx.clone()
+    same[1::10] = idx[0::10]  # every 10th minibatch is the one before
+    assert "index_repeats_z" in suspect(i=same)
+    assert suspect(e=0.97 * eps) == ["noise_variance_z"]
+    tied = eps.clone()
+    tied[:, :100] = 0.99 * eps[:, :100] + 0.14 * (idx / 50000 - 0.5)  # noise that leans on its datapoint's index
+    assert suspect(e=tied) == ["noise_index_z"]
+    beyond = idx.clone()
+    beyond[5, 7], beyond[9, 3] = 50000, -1
+    assert tool.draw_statistics(beyond, eps, 50000)["index_out_of_range"] == 2
+
+
 def test_the_pace_is_judged_against_the_cpu_records():
     """The verdict that gates a lease's Figure-2 pieces: 0 when the compiled step keeps the CPU
     records' pace, 4 when only the eager one does, 5 when neither; the first GPU runs' numbers

@@ -14,6 +14,13 @@ Where only `own` runs ahead, the compiled step is the cause; where `eager` does 
 not, the device's random numbers; where all three do, its arithmetic. Writes one JSON (curves per
 way and seed) and prints a table.
 
+Before the runs, ``draw_statistics`` checks the draws themselves (seconds): the first 20,000 steps'
+minibatch indices and noise as a run draws them on --device (on a GPU eagerly and from one captured
+graph), beside the CPU generator's, for what would make a run learn at another pace: indices not
+uniform or repeating from step to step, noise whose mean, variance or step-to-step correlation is
+off, noise equal to an earlier step's, noise tied to the indices. Each is a z-score (or a count
+that should be 0: indices out of range); a |z| over 5 marks the draws suspect.
+
 ``--judge PACE_JSON`` then compares each way's mean at its last point with the CPU records of
 MNIST Nz = 20 at the same count (results/standard, seeds 0-2, all trained on a CPU; at 3.16e6 they
 lie within 0.6 nats of each other, and the first GPU runs were 2.2 nats ahead of their mean). A
@@ -34,12 +41,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vae_utils.algorithms import Minibatches  # noqa: E402
+from vae_utils.algorithms import AEVB, CapturedStep, Minibatches  # noqa: E402
 from vae_utils.config import TrainConfig  # noqa: E402
+from vae_utils.device import seeded_generator  # noqa: E402
 from vae_utils.records import provenance  # noqa: E402
 from vae_utils.train import Run, eval_schedule, eval_sets, flush_denormals, load_data  # noqa: E402
 
@@ -67,6 +76,79 @@ def cpu_draws(run: Run, seed: int):
 
 
 WAYS = ("own", "eager", "cpu")
+
+# --- the draws themselves -------------------------------------------------------------------------
+DRAW_STEPS, SUSPECT_Z = 20_000, 5.0
+
+
+def draws_of(device: str, seed: int, steps: int = DRAW_STEPS, captured: bool = False):
+    """The first ``steps`` draws of the pace runs (MNIST, M = 100, L = 1, Nz = 20) on ``device``, made
+    by ``AEVB.draw`` from the run's generator: the minibatch indices (steps, M) and the noise
+    (steps, L M Z). ``captured`` (a GPU): replayed from one captured graph, as a long run's step draws
+    them. The indices come from a dataset whose every image is its own index."""
+    cfg = TrainConfig(dataset="mnist", n_z=20, seed=seed, device=device)
+    g = seeded_generator(seed, device)
+    index = torch.arange(cfg.n_train, dtype=torch.float32, device=device).unsqueeze(1)
+    run = SimpleNamespace(batches=Minibatches(index, cfg, g), cfg=cfg, rng=g, model=SimpleNamespace(z_dim=cfg.n_z))
+
+    def body():
+        x, eps = AEVB.draw(run)
+        return torch.cat([x.reshape(-1), eps.reshape(-1)])
+    step = CapturedStep(body, g) if captured else body
+    out = torch.stack([step().clone() for _ in range(steps)]).cpu().double()
+    M = cfg.batch_size
+    return out[:, :M].long(), out[:, M:]
+
+
+def draw_statistics(idx: torch.Tensor, eps: torch.Tensor, n: int) -> dict:
+    """z-scores (and counts that should be 0) of a run's draws, ``idx`` (S, M) uniform on 0..n-1 with
+    replacement, ``eps`` (S, K) standard normal, everything independent; ``suspect`` names those
+    beyond SUSPECT_Z (or above 0)."""
+    S, M = idx.shape
+    # Pearson's chi^2 over the n datapoints, (chi^2 - (n - 1)) / sqrt(2 (n - 1)) ~ N(0, 1)
+    E = S * M / n
+    chi2 = ((torch.bincount(idx.reshape(-1).clamp(0, n - 1), minlength=n).double() - E) ** 2 / E).sum().item()
+    # a step's indices that were in the step before: M (1 - (1 - 1/n)^M) expected, nearly Poisson
+    lam = M * (1 - (1 - 1 / n) ** M)
+    rows = idx.tolist()
+    again = sum(sum(i in before for i in now) for now, before in zip(rows[1:], map(set, rows[:-1])))
+    x = eps.reshape(-1)
+    N = x.numel()
+    counts = torch.unique(x, return_counts=True)[1].double()
+    p_equal = ((counts * (counts - 1)).sum() / (N * (N - 1))).item()
+    equal = sum(int((eps[k:] == eps[:-k]).sum()) for k in (1, 2, 3, 4))
+    pairs = sum(eps[k:].numel() for k in (1, 2, 3, 4))
+    u = (idx.double() + 0.5) / n - 0.5  # the index as a centred uniform, to find noise tied to it
+    w = eps[:, :M]  # the first M noise values of each step (the first latent dimension's, L = 1)
+    stats = {
+        "index_uniformity_z": (chi2 - (n - 1)) / math.sqrt(2 * (n - 1)),
+        "index_out_of_range": int(((idx < 0) | (idx >= n)).sum()),
+        "index_repeats_z": (again - (S - 1) * lam) / math.sqrt((S - 1) * lam),
+        "noise_mean_z": x.mean().item() * math.sqrt(N),
+        "noise_variance_z": (x.var().item() - 1.0) / math.sqrt(2.0 / N),
+        "noise_lag1_z": (eps[1:] * eps[:-1]).mean().item() * math.sqrt(eps[1:].numel()),
+        # a value equal to the same place's 1-4 steps before, against the chance of two draws being equal
+        # (float32 draws repeat: sum_v (c_v / N)^2 over the values' counts, estimated from all of them)
+        "noise_equal_to_earlier_z": (equal - pairs * p_equal) / math.sqrt(max(pairs * p_equal, 1.0)),
+        # corr(u, w) sqrt(n) ~ N(0, 1) when they are independent (u has variance 1/12)
+        "noise_index_z": (u * w).mean().item() / math.sqrt(1 / 12) * math.sqrt(u.numel()),
+        "noise_next_index_z": (u[1:] * w[:-1]).mean().item() / math.sqrt(1 / 12) * math.sqrt(u[1:].numel()),
+    }
+    stats["suspect"] = [k for k, v in stats.items() if (abs(v) > SUSPECT_Z if k.endswith("_z") else v > 0)]
+    return stats
+
+
+def draws_study(device: str, seed: int, steps: int = DRAW_STEPS, log=print) -> dict:
+    """``draw_statistics`` of the run's draws on ``device`` (on a GPU eagerly and captured) and on the CPU."""
+    kinds = [("cpu", False)] + ([(device, False), (device, True)] if device != "cpu" else [])
+    n = TrainConfig(dataset="mnist").n_train
+    study = {}
+    for dev, captured in kinds:
+        key = f"{dev}/{'captured' if captured else 'eager'}"
+        study[key] = draw_statistics(*draws_of(dev, seed, steps, captured), n)
+        log(f"draws {key} seed {seed}, {steps} steps: " + ", ".join(
+            f"{k} {v:+.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in study[key].items()))
+    return study
 
 
 def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=TICKS) -> list[dict]:
@@ -124,6 +206,8 @@ def judge(study: dict, log=print) -> int:
         kept[way] = abs(gap) <= margin
         log(f"pace at {samples:.3g}: {way} {statistics.fmean(ends):.2f} over {len(ends)} seeds, the CPU's "
             f"{ref_mean:.2f} over {len(ref)}: {gap:+.2f} ({'within' if kept[way] else 'outside'} {margin:.2f})")
+    for kind, stats in study.get("draws", {}).items():
+        log(f"draws {kind}: " + (f"suspect: {', '.join(stats['suspect'])}" if stats["suspect"] else "nothing suspect"))
     return 0 if kept.get("own") else 4 if kept.get("eager") else 5
 
 
@@ -133,6 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--samples", type=float, default=3.2e6)
     ap.add_argument("--ways", default=",".join(WAYS))
+    ap.add_argument("--draw-steps", type=int, default=DRAW_STEPS, help="steps of draws checked first (0: none)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--judge", type=Path, help="a study's JSON: compare it with the CPU records, exit 0, 4 or 5")
     ap.add_argument("--data-dir", default=None)
@@ -148,7 +233,10 @@ def main(argv=None) -> int:
         print(f"device_pace: {a.out} exists; it is not overwritten (pass another --out)", file=sys.stderr)
         return 2
     seeds, ways = [int(s) for s in a.seeds.split(",")], a.ways.split(",")
-    out = {"settings": vars(a) | {"out": str(a.out)}, "provenance": provenance(), "curves": {}}
+    out = {"settings": vars(a) | {"out": str(a.out)}, "provenance": provenance(), "draws": {}, "curves": {}}
+    if a.draw_steps:
+        out["draws"] = draws_study(a.device, seeds[0], a.draw_steps, log=lambda line: print(line, flush=True))
+        a.out.write_text(json.dumps(out, indent=1))
     for way in ways:
         for seed in seeds:
             out["curves"][f"{a.device}/{way}/{seed}"] = pace(a.device, way, seed, a.samples, a.data_dir)
