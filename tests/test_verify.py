@@ -41,3 +41,37 @@ def test_verify_reruns_each_record_with_the_gradient_that_made_it(tmp_path, data
     with pytest.raises(ValueError, match="gradient='by_hand' is written for estimator B only"):
         T.Run(T.TrainConfig(estimator="A", gradient="by_hand", n_train=200, data_dir=str(data_dir)), 0.02,
               torch.zeros(200, 784))
+
+
+def test_a_wake_sleep_run_keeps_the_gradient_it_was_made_with(tmp_path, data_dir):
+    """Wake-sleep's records from before its by-hand step say gradient 'auto' and were made with
+    autograd, and its checkpoints then stored none: verify re-runs such a record with autograd and
+    a resumed checkpoint goes on with it, while a new run takes the gradient by hand and its record
+    and checkpoint say so. Each verifies identical; the two arithmetics' curves are not."""
+    import dataclasses
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    old = T.train(small_config(tmp_path, algorithm="wake_sleep", gradient="autograd", name="old"), **quiet)
+    path = tmp_path / "results" / "old.json"
+    record = json.loads(path.read_text())
+    assert record["config"]["gradient"] == "autograd"
+    record["config"]["gradient"] = "auto"  # as the wake-sleep records before the by-hand step
+    path.write_text(json.dumps(record))
+    assert verify_run(path, samples=20_000, data_dir=data_dir, log=lambda *a: None)["verdict"] == "identical"
+
+    new = T.train(small_config(tmp_path, algorithm="wake_sleep", name="new"), **quiet)
+    assert new["config"]["gradient"] == "by_hand"
+    assert T.load_checkpoint(tmp_path / "ckpt" / "new.pt")["gradient"] == "by_hand"
+    assert verify_run(tmp_path / "results" / "new.json", samples=20_000, data_dir=data_dir,
+                      log=lambda *a: None)["verdict"] == "identical"
+    assert [p["train"] for p in new["curve"]] != [p["train"] for p in old["curve"]]
+
+    part = small_config(tmp_path, algorithm="wake_sleep", gradient="autograd", name="resumed")
+    T.train(part, stop_after_steps=60, **quiet)
+    ckpt_path = tmp_path / "ckpt" / "resumed.pt"
+    ckpt = T.load_checkpoint(ckpt_path)
+    del ckpt["gradient"]  # as the checkpoints before the by-hand step
+    T.save_checkpoint(ckpt_path, ckpt)
+    resumed = T.train(dataclasses.replace(part, gradient="auto"), **quiet)
+    assert resumed["config"]["gradient"] == "autograd"
+    assert [(p["train"], p["test"]) for p in resumed["curve"]] == [(p["train"], p["test"]) for p in old["curve"]]

@@ -32,7 +32,7 @@ pack() {  # what comes back: every record of the paper budget, the checkpoints w
 touch "$out/started"
 { nvidia-smi; git rev-parse HEAD; git status --porcelain --untracked-files=no; date -u; } > "$out/env.log" 2>&1
 python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
-OUT=$out timeout "${CHECK_SECONDS:-200}" bash tools/gpu_check.sh > logs/gpu_check.log 2>&1
+OUT=$out timeout "${CHECK_SECONDS:-240}" bash tools/gpu_check.sh > logs/gpu_check.log 2>&1
 rc=$?; cp logs/gpu_check.log "$out/" 2>/dev/null
 echo "gpu_check: exit $rc after $(( $(date +%s) - start )) s"
 tail -n 4 "$out/gpu_tests.log" 2>/dev/null

@@ -169,7 +169,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                    help="torch.compile the optimiser update (auto: runs of 20,000 steps or more)")
     t.add_argument("--gradient", choices=("auto", "by_hand", "autograd"), default="auto",
-                   help="AEVB's gradient: written out by hand (auto: with estimator B) or autograd; same arithmetic")
+                   help="the gradient, written out by hand or autograd (auto: by hand where written, AEVB with "
+                   "estimator B and MNIST wake-sleep; a resumed run keeps its own); the same arithmetic up to rounding")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train: cpu, cuda, or auto (the GPU when torch finds one); not part of the run's identity")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")

@@ -27,6 +27,9 @@ Wake-sleep (Hinton et al. 1995; anglepy ``step_wakesleep``), same encoder and de
             phi   <- Adagrad ascent on  sum_i log q_phi(z_i|x_i)   + (M/N) log p(phi)
 with separate accumulators. Neither objective is a bound; the curve reports the variational
 lower bound with SGVB B (eq. 7), as for AEVB (anglepy used estimator A: same expectation).
+With MNIST's Bernoulli decoder each phase is one function with its gradient written out
+(``wake_ascent``, ``sleep_ascent``; ``gradient_of``), compiled on long runs: the autograd step's
+draws in its order and its arithmetic up to rounding (docs/performance.md has its speed).
 
 Monte Carlo EM (Appendix E; anglepy ``step_batch_mcem``): no encoder. Persistent chains
 z_i ~ p_theta(z|x_i), one per training point, initialised from the prior. One iteration:
@@ -217,6 +220,19 @@ class Adagrad:
 
 # --- the algorithms --------------------------------------------------------------------
 
+def gradient_of(cfg: TrainConfig) -> str:
+    """The gradient a run of ``cfg`` takes, 'by_hand' or 'autograd' (``cfg.gradient`` 'auto': by
+    hand where it is written): AEVB with estimator B (``sgvb_b_ascent``); wake-sleep with MNIST's
+    Bernoulli decoder and the paper's encoder, ws_logvar_scale = 1 (``wake_ascent``,
+    ``sleep_ascent``); otherwise autograd. (Wake-sleep records made before its by-hand step say
+    'auto' and were made with autograd: ``train.recorded_gradient`` reads them so.)"""
+    if cfg.gradient == "autograd":
+        return "autograd"
+    written = (cfg.algorithm == "aevb" and cfg.estimator == "B") or (
+        cfg.algorithm == "wake_sleep" and cfg.dataset == "mnist" and cfg.ws_logvar_scale == 1.0)
+    return "by_hand" if written else "autograd"
+
+
 class Minibatches:
     """Random minibatches of M indices drawn with replacement (anglepy), binarised per draw
     when dynamic binarisation is on."""
@@ -298,6 +314,52 @@ def sgvb_b_ascent(x, eps, params, sums, decays, lr: float, ada_eps: float, gauss
     return bound
 
 
+def wake_ascent(x, eps, z_dream, enc, dec, sums, decays, lr: float, ada_eps: float,
+                update=_adagrad_update) -> tuple[torch.Tensor, torch.Tensor]:
+    """The wake phase of a wake-sleep step (Bernoulli decoder), its gradient by hand, then the
+    dream's pixel probabilities from the updated decoder; returns (log p(x, z) per datapoint before
+    the update, p(x|z_dream)). ``enc`` and ``dec`` are the encoder's and decoder's parameters in
+    ``VAE`` order; ``eps`` and ``z_dream`` are (M, Z).
+
+    Forward, z from q(z|x) held fixed (no reparameterisation gradient):
+        h = tanh(x W1' + b1),  mu = h Wm' + bm,  lv = h Wl' + bl,  z = mu + exp(lv / 2) eps,
+        g = tanh(z W3' + b3),  a = g W4' + b4,
+        log p(x, z) = -1/2 |z|^2 - Z/2 log 2pi + sum x a - softplus(a).
+    Backward of  -sum_i log p(x_i, z_i)  over the decoder's parameters:
+        da = sigmoid(a) - x,  dg3 = (da W4) (1 - g^2),  dW4 = da' g,  dW3 = dg3' z."""
+    W1, b1, Wm, bm, Wl, bl = enc
+    W3, b3, W4, b4 = dec
+    h = _tanh(x @ W1.t() + b1)
+    mu, lv = h @ Wm.t() + bm, h @ Wl.t() + bl
+    z = mu + torch.exp(0.5 * lv) * eps
+    g = _tanh(z @ W3.t() + b3)
+    a = g @ W4.t() + b4
+    log_joint = (-0.5 * (z * z).sum(1) - z.shape[1] * math.log(math.sqrt(2 * math.pi))
+                 - F.binary_cross_entropy_with_logits(a, x, reduction="none").sum(1))
+    da = torch.sigmoid(a) - x
+    dg3 = (da @ W4) * (1.0 - g * g)
+    update(dec, [dg3.t() @ z, dg3.sum(0), da.t() @ g, da.sum(0)], sums, decays, lr, ada_eps)
+    # the dream's probabilities, from the decoder just updated
+    return log_joint, torch.sigmoid(_tanh(z_dream @ W3.t() + b3) @ W4.t() + b4)
+
+
+def sleep_ascent(x_dream, z_dream, enc, sums, decays, lr: float, ada_eps: float, update=_adagrad_update) -> None:
+    """The sleep phase of a wake-sleep step, its gradient by hand: one Adagrad ascent on
+    sum_i log q(z_i|x_i) over the encoder's parameters, (z, x) dreamt from p(z) p(x|z).
+        log q(z|x) = -1/2 sum log 2pi + lv + (z - mu)^2 e^-lv      (h, mu, lv as in ``wake_ascent``)
+    Backward of  -sum_i log q(z_i|x_i):
+        dmu = -(z - mu) e^-lv,  dlv = 1/2 (1 - (z - mu)^2 e^-lv),  dh1 = (dmu Wm + dlv Wl) (1 - h^2)."""
+    W1, b1, Wm, bm, Wl, bl = enc
+    h = _tanh(x_dream @ W1.t() + b1)
+    mu, lv = h @ Wm.t() + bm, h @ Wl.t() + bl
+    r, iv = z_dream - mu, torch.exp(-lv)
+    dmu = -r * iv
+    dlv = 0.5 - 0.5 * r * r * iv
+    dh1 = (dmu @ Wm + dlv @ Wl) * (1.0 - h * h)
+    update(enc, [dh1.t() @ x_dream, dh1.sum(0), dmu.t() @ h, dmu.sum(0), dlv.t() @ h, dlv.sum(0)],
+           sums, decays, lr, ada_eps)
+
+
 class AEVB:
     """Algorithm 1: one joint Adagrad ascent step on the SGVB minibatch estimator.
 
@@ -315,7 +377,7 @@ class AEVB:
         self._setup(model, X, cfg, rng, compile)
         self.estimator = get_estimator(cfg.estimator, checked=False)  # the data were checked when loaded
         self.opt = self._adagrad(model.parameters(), lr, cfg.adagrad_warmup)
-        self.by_hand = cfg.gradient != "autograd" and cfg.estimator == "B" and model.logvar_scale == 1.0
+        self.by_hand = gradient_of(cfg) == "by_hand"
         if self.by_hand:
             layers = [getattr(model, n) for n in self.LAYERS if hasattr(model, n)]
             assert [id(p) for p in self.opt.params] == [id(p) for l in layers for p in (l.weight, l.bias)]
@@ -378,12 +440,24 @@ class AEVB:
 
 
 class WakeSleep(AEVB):
+    """Wake-sleep (module docstring). With a Bernoulli decoder and ``gradient`` resolved to by hand
+    (``gradient_of``) each phase is one function, its gradient written out (``wake_ascent``,
+    ``sleep_ascent``; compiled on long runs), drawing what the autograd step draws in the same
+    order: the two differ by rounding only."""
+
     metric = "lower bound (SGVB B, L=1)"
 
     def __init__(self, model, X, cfg: TrainConfig, lr: float, rng: torch.Generator, compile: bool = False):
         self._setup(model, X, cfg, rng, compile)
         self.wake_opt = self._adagrad(model.decoder_parameters(), lr, cfg.adagrad_warmup)
         self.sleep_opt = self._adagrad(model.encoder_parameters(), lr, cfg.adagrad_warmup)
+        self.by_hand = gradient_of(cfg) == "by_hand"
+        if self.by_hand:
+            assert model.likelihood == "bernoulli" and model.logvar_scale == 1.0
+            options = {"pattern_matcher": False} if X.device.type == "cuda" else {"pattern_matcher": False,
+                                                                                  "cpp_wrapper": True}
+            self.wake = _CompiledOrEager(wake_ascent, options) if compile else wake_ascent
+            self.sleep = _CompiledOrEager(sleep_ascent, options) if compile else sleep_ascent
         # on a GPU, the step after the warm-up is one captured graph (autograd's backward included),
         # its step sizes then fixed; the check for a diverged wake step stays on the GPU (no sync)
         self.captured = (CapturedStep(lambda: self._wake_sleep(self.wake_opt.lr, self.sleep_opt.lr, on_device=True),
@@ -401,6 +475,8 @@ class WakeSleep(AEVB):
         update), or NaN where the wake update diverged: then no dream is drawn from its NaN
         decoder (``on_device``: the sleep update runs regardless, the NaN is still returned,
         so that nothing waits for the GPU mid-step; the loop stops the run on it either way)."""
+        if self.by_hand:
+            return self._by_hand_wake_sleep(wake_lr, sleep_lr, on_device)
         model, M = self.model, self.cfg.batch_size
         x = next(self.batches)
         # wake: fit the generative model to (x, z ~ q(z|x))
@@ -423,6 +499,27 @@ class WakeSleep(AEVB):
         log_q = Normal(mu, torch.exp(0.5 * logvar), validate_args=False).log_prob(z_dream).sum(-1)
         self.sleep_opt.ascend(log_q.sum(), sleep_lr)
         objective = log_joint.detach().mean()
+        return torch.where(finite, objective, torch.nan) if on_device else objective
+
+    def _by_hand_wake_sleep(self, wake_lr: float, sleep_lr: float, on_device: bool = False) -> torch.Tensor | float:
+        """``_wake_sleep`` with each phase's gradient by hand; the same draws from the run's
+        generator in the same order (minibatch, q's noise, the dream's z, the dream's pixels)."""
+        x = next(self.batches)
+        shape = (self.cfg.batch_size, self.model.z_dim)
+        eps = torch.randn(shape, generator=self.rng, device=x.device)
+        z_dream = torch.randn(shape, generator=self.rng, device=x.device)
+        wake, sleep = (self.wake, self.sleep) if wake_lr != 0.0 and sleep_lr != 0.0 else (wake_ascent, sleep_ascent)
+        w, s = self.wake_opt, self.sleep_opt  # the warm-up (step size 0) runs uncompiled, as AEVB's
+        with torch.no_grad():
+            log_joint, probs = wake(x, eps, z_dream, s.params, w.params, w.sums, w.decays, wake_lr, w.eps)
+            finite = torch.isfinite(probs).all()
+            if not on_device and not finite:  # the wake step diverged: report it, do not dream from NaN
+                return float("nan")
+            if on_device:  # the GPU's bernoulli asserts 0 <= p <= 1 (a NaN would kill it)
+                probs = torch.where(finite, probs, 0.5)
+            x_dream = torch.bernoulli(probs, generator=self.rng)
+            sleep(x_dream, z_dream, s.params, s.sums, s.decays, sleep_lr, s.eps)
+        objective = log_joint.mean()
         return torch.where(finite, objective, torch.nan) if on_device else objective
 
     def state_dict(self):

@@ -69,7 +69,8 @@ class TrainConfig:
     name: str | None = None
     threads: int = 1
     compile: bool | str = "auto"     # torch.compile the optimiser update: True | False | "auto" (long runs)
-    gradient: str = "auto"           # AEVB's gradient: "by_hand" | "autograd" | "auto" (by hand for estimator B)
+    gradient: str = "auto"           # "by_hand" | "autograd" | "auto" (by hand where written: AEVB with estimator B,
+                                     # MNIST wake-sleep; algorithms.gradient_of)
     checkpoint_every_s: float = 60.0
     device: str = "auto"             # "cpu" | "cuda" | "auto" (the GPU when torch finds one)
     data_dir: str | None = None
@@ -110,6 +111,11 @@ class TrainConfig:
             if self.algorithm not in algorithms and getattr(self, name) != default:
                 raise ValueError(f"{name}={getattr(self, name)!r} does not apply to algorithm={self.algorithm!r} "
                                  f"(only to {' and '.join(algorithms)}); leave it at its default {default!r}")
+        if self.gradient == "by_hand" and self.algorithm == "wake_sleep" and (self.dataset != "mnist"
+                                                                             or self.ws_logvar_scale != 1.0):
+            raise ValueError(f"gradient='by_hand' is written for wake-sleep with MNIST's Bernoulli decoder and "
+                             f"ws_logvar_scale=1 only (here dataset={self.dataset!r}, ws_logvar_scale="
+                             f"{self.ws_logvar_scale!r}); use gradient='autograd' or 'auto'")
         if self.n_train is None:
             self.n_train = PAPER_N_TRAIN[self.dataset]
         limit = data_mod.TRAIN_SIZE[self.dataset]
@@ -174,7 +180,7 @@ _CONFIG_RULES = {
 
 
 # knobs of one algorithm: any other algorithm refuses a value other than the default
-APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb",),
+APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb", "wake_sleep"),
               "ws_logvar_scale": ("wake_sleep",),
               **{f.name: ("mcem",) for f in dataclasses.fields(TrainConfig) if f.name.startswith("mcem_")}}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

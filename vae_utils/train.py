@@ -34,8 +34,8 @@ import torch
 from tqdm.std import tqdm
 
 from . import data as data_mod
-from .algorithms import get_algorithm, mcem_samples_per_iteration
-from .config import ALGORITHMS, TrainConfig, config_of_record, identity_differences  # users import TrainConfig from here too
+from .algorithms import get_algorithm, gradient_of, mcem_samples_per_iteration
+from .config import APPLIES_TO, ALGORITHMS, TrainConfig, config_of_record, identity_differences  # users import TrainConfig from here too
 from .device import device_provenance, seeded_generator, to_cpu
 from .device import resolve as resolve_device
 from .models import VAE, build_model
@@ -287,6 +287,21 @@ def run_config_of(record: dict, path, error=ResultsFileError, **overrides) -> Tr
         raise error(f"{path}: its config is not a valid run ({e}); it was not used") from None
 
 
+def recorded_gradient(algorithm: str, stored: str | None, missing: str = "autograd") -> str:
+    """The gradient a record or checkpoint was made with, from the value its config (a record) or
+    its ``gradient`` (a checkpoint) stores. Since the by-hand wake-sleep step both store the one
+    taken, 'by_hand' or 'autograd'. Before it a record stored what was asked: AEVB 'auto' (by hand
+    for estimator B; a record older still stores none and was made with autograd), wake-sleep 'auto'
+    (then always autograd); a checkpoint stored none (``missing``: AEVB went on as asked)."""
+    if stored in ("by_hand", "autograd"):
+        return stored
+    if algorithm == "wake_sleep":
+        return "autograd"
+    if algorithm == "aevb":
+        return missing if stored is None else stored
+    return "auto"
+
+
 def recorded_results(cfg: TrainConfig) -> dict | None:
     """The results file of ``cfg``'s name if it records the same run (None if there is none);
     one of another config under that name is refused in one line."""
@@ -492,6 +507,10 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
     X_train = X_train.to(device)  # once: every trial and the run use this copy
     schedule = eval_schedule(cfg)
 
+    if ckpt is not None and cfg.gradient == "auto":  # a run goes on with the gradient it was made with
+        cfg = dataclasses.replace(cfg, gradient=recorded_gradient(cfg.algorithm, ckpt.get("gradient"), missing="auto"))
+    if cfg.algorithm in APPLIES_TO["gradient"]:  # 'auto' resolved: the record and checkpoint say which gradient
+        cfg = dataclasses.replace(cfg, gradient=gradient_of(cfg))
     sessions = sessions_of(ckpt, recorded) if ckpt is not None else []
     if ckpt is not None:
         lr, lr_trials, curve = ckpt["lr"], ckpt["lr_trials"], ckpt["curve"]
@@ -547,7 +566,8 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
         if not run.parameters_finite():  # never overwrite the last good checkpoint with NaNs
             raise TrainingDiverged(f"{cfg.name}: non-finite parameters at step {run.steps}; the last good "
                                    f"checkpoint {ckpt_path} is kept. Try a smaller --lr.")
-        save_checkpoint(ckpt_path, {"config": cfg.identity(), "lr": lr, "lr_trials": lr_trials, "curve": curve,
+        save_checkpoint(ckpt_path, {"config": cfg.identity(), "gradient": cfg.gradient, "lr": lr, "lr_trials": lr_trials,
+                                    "curve": curve,
                                     "run": run.state_dict(), "window": window, "sessions": sessions})
 
     def results(finished: bool) -> dict:

@@ -27,7 +27,8 @@ from .device import kind_of
 from .records import (Interrupted, RunFailed, check_output_file, checkpoint_path, differences, existing_record, provenance,
                       read_training_record, write_record)
 from .records import results_path as record_path
-from .train import RunLock, load_checkpoint, recorded_results, run_config_of, save_checkpoint, sessions_of, train
+from .train import (RunLock, load_checkpoint, recorded_gradient, recorded_results, run_config_of, save_checkpoint,
+                    sessions_of, train)
 
 
 # Largest curve difference (nats per datapoint) that floating-point noise alone produces when a
@@ -62,8 +63,8 @@ def rerun_config(recorded: dict, samples: int, data_dir, directory, threads: int
                  name: str = "verify") -> TrainConfig:
     """The recorded run's config, to re-run its first ``samples`` in ``directory``; a record whose
     config is not a valid run is refused naming its file."""
-    # a record from before the by-hand AEVB step (no gradient field): the arithmetic that made it, autograd
-    gradient = recorded["config"].get("gradient", "autograd") if recorded["algorithm"] == "aevb" else "auto"
+    # the arithmetic that made it (records from before a by-hand step: autograd; train.recorded_gradient)
+    gradient = recorded_gradient(recorded["algorithm"], recorded["config"].get("gradient"))
     # on the kind of device that made its start: another device draws other random numbers
     devices = recorded.get("devices") or [{"device": kind_of(recorded), "from_samples": 0}]
     device = devices[0]["device"]
