@@ -458,8 +458,8 @@ class WakeSleep(AEVB):
                                                                                   "cpp_wrapper": True}
             self.wake = _CompiledOrEager(wake_ascent, options) if compile else wake_ascent
             self.sleep = _CompiledOrEager(sleep_ascent, options) if compile else sleep_ascent
-        # on a GPU, the step after the warm-up is one captured graph (autograd's backward included),
-        # its step sizes then fixed; the check for a diverged wake step stays on the GPU (no sync)
+        # on a GPU, the step after the warm-up is one captured graph (the by-hand phases, or autograd's
+        # backward), its step sizes then fixed; the check for a diverged wake step stays on the GPU (no sync)
         self.captured = (CapturedStep(lambda: self._wake_sleep(self.wake_opt.lr, self.sleep_opt.lr, on_device=True),
                                       rng) if X.device.type == "cuda" and CAPTURE_CUDA_GRAPHS else None)
 
