@@ -29,7 +29,7 @@ from . import algorithms
 from .algorithms import AEVB, CapturedStep, _adagrad_update_plain, sgvb_b_ascent
 from .config import TrainConfig
 from .records import Interrupted, RunFailed
-from .train import RunLock, TrainingDiverged, _stop_between_steps, prepare, session, train
+from .train import RunLock, TrainingDiverged, _stop_between_steps, flush_denormals, prepare, session, train
 
 # what every run of a batch must share (their shapes, their schedule and their device); seed, N
 # (n_train), the step size and the places may differ
@@ -131,9 +131,8 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
         todo = []
     failed: dict[str, str] = {}
     interrupted: list[str] = []
-    flush = torch.set_flush_denormal(True)
     stop = {"stop": False}
-    try:
+    with flush_denormals():  # as train() runs
         with contextlib.ExitStack() as locks:
             for i in todo:
                 locks.enter_context(RunLock(prepared[i][0]))
@@ -182,9 +181,6 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
                             bar.update(n)
                             send(i, objective, seconds)
                 bar.close()
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
     if interrupted:
         also = f"; {len(failed)} failed: " + "; ".join(failed.values()) if failed else ""
         raise Interrupted(f"{len(interrupted)} batched runs interrupted, each at its checkpoint ({', '.join(interrupted)}): "

@@ -45,7 +45,7 @@ from .device import check_device, device_provenance
 from .estimators import lower_bound
 from .records import (RESULTS_DIR, RecordExistsError, ResultsFileError, check_output_file, differences, existing_record, provenance,
                       write_record)
-from .train import Run
+from .train import Run, flush_denormals
 
 aten = torch.ops.aten
 MATMULS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
@@ -456,38 +456,36 @@ def run_benchmark(*, repeats: int = 5, min_time: float = 2.0, only=None, sweep_s
         results = previous["results"]
     else:
         check_output_file(out, "benchmark record")
-    flush = torch.set_flush_denormal(True)  # as train() runs
     threads_before = torch.get_num_threads()
     jobs = [(n, t) for n in names for t in workloads[n][1] if f"{n}@{t}" not in results]
     session = {**provenance(), **device_provenance(device)}
-    try:
-        for name, threads in tqdm(jobs, desc="benchmark", disable=not progress):
-            torch.set_num_threads(threads)
-            if name == "sweep":
-                r = measure_sweep(sweep_samples, max(1, math.ceil(repeats / 2)), data_dir)
-            else:
-                workload = workloads[name][2](data_dir)
-                slow = name in ("mcem", "appendix_d")  # one call takes 10-40 s: fewer rounds
-                r = measure(workload, max(1, repeats // 2) if slow else repeats, min_time)
-                if name == "aevb_mnist":  # what keeps it from the limit, each compiled kernel named
-                    r["profile"] = profile_kernels(lambda: WORKLOADS[name][2](data_dir)["ours"])
-            results[f"{name}@{threads}"] = {"workload": name, "description": workloads[name][0], "threads": threads,
-                                            **r, "provenance": session}
-            write_record(out, {"settings": settings, "results": results, "provenance": session}, "a benchmark record",
-                         lambda old: set(old["results"]) <= set(results))
-        if "sweep@2" in results and "aevb_mnist@1" in results:  # the same runs' limit: two 1-thread matmul limits
-            r = results["sweep@2"]
-            r["median"]["limit"] = 2 * results["aevb_mnist@1"]["median"]["limit"]
-            r["ours_vs_limit"] = r["median"]["ours"] / r["median"]["limit"]
-        if "sweep@2" in results and "aevb_mnist@2" in results:
-            # the most two 1-thread processes can gain over one 2-thread process, from the same step's
-            # rates in this run (the sweep's short runs train eagerly): 2 r1 / r2, before any contention
-            r1, r2 = results["aevb_mnist@1"]["median"], results["aevb_mnist@2"]["median"]
-            results["sweep@2"]["two_process_bound"] = 2 * r1.get("ours (eager)", r1["ours"]) / r2.get("ours (eager)", r2["ours"])
-    finally:
-        torch.set_num_threads(threads_before)
-        if flush:
-            torch.set_flush_denormal(False)
+    with flush_denormals():  # as train() runs
+        try:
+            for name, threads in tqdm(jobs, desc="benchmark", disable=not progress):
+                torch.set_num_threads(threads)
+                if name == "sweep":
+                    r = measure_sweep(sweep_samples, max(1, math.ceil(repeats / 2)), data_dir)
+                else:
+                    workload = workloads[name][2](data_dir)
+                    slow = name in ("mcem", "appendix_d")  # one call takes 10-40 s: fewer rounds
+                    r = measure(workload, max(1, repeats // 2) if slow else repeats, min_time)
+                    if name == "aevb_mnist":  # what keeps it from the limit, each compiled kernel named
+                        r["profile"] = profile_kernels(lambda: WORKLOADS[name][2](data_dir)["ours"])
+                results[f"{name}@{threads}"] = {"workload": name, "description": workloads[name][0], "threads": threads,
+                                                **r, "provenance": session}
+                write_record(out, {"settings": settings, "results": results, "provenance": session}, "a benchmark record",
+                             lambda old: set(old["results"]) <= set(results))
+            if "sweep@2" in results and "aevb_mnist@1" in results:  # the same runs' limit: two 1-thread matmul limits
+                r = results["sweep@2"]
+                r["median"]["limit"] = 2 * results["aevb_mnist@1"]["median"]["limit"]
+                r["ours_vs_limit"] = r["median"]["ours"] / r["median"]["limit"]
+            if "sweep@2" in results and "aevb_mnist@2" in results:
+                # the most two 1-thread processes can gain over one 2-thread process, from the same step's
+                # rates in this run (the sweep's short runs train eagerly): 2 r1 / r2, before any contention
+                r1, r2 = results["aevb_mnist@1"]["median"], results["aevb_mnist@2"]["median"]
+                results["sweep@2"]["two_process_bound"] = 2 * r1.get("ours (eager)", r1["ours"]) / r2.get("ours (eager)", r2["ours"])
+        finally:
+            torch.set_num_threads(threads_before)
     record = {"settings": settings, "results": results, "provenance": session}
     write_record(out, record, "a benchmark record", lambda old: set(old["results"]) <= set(results))
     return record
