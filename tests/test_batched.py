@@ -81,6 +81,8 @@ def test_runs_that_cannot_share_a_step_are_refused_in_one_line(tmp_path, change,
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="only for AEVB with estimator B"):
         check_batchable([small_config(tmp_path, estimator="A", gradient="autograd")])
+    with pytest.raises(ValueError, match="only with draws='device'"):
+        check_batchable([small_config(tmp_path, name="a0", draws="cpu"), small_config(tmp_path, name="a1")])
 
 
 def test_ctrl_c_stops_every_batched_run_at_a_checkpoint_and_the_rerun_resumes_them(tmp_path, data_dir, monkeypatch):

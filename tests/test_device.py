@@ -8,6 +8,7 @@ runs them on a GPU machine.
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,41 @@ def test_a_run_resumed_on_another_device_goes_on_and_records_it(tmp_path, data_d
 
     with pytest.raises(ValueError, match=rf"went on from {other} to {here} at 6,000 samples; .* --samples 6000 or fewer"):
         verify_run(tmp_path / "results" / "t.json", samples=10_000, log=lambda *a: None, out_dir=tmp_path / "v")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_cpu_run_goes_on_on_a_device_with_its_own_draws(tmp_path, data_dir, device):
+    """draws='cpu': a run on any device draws its minibatches and noise from the CPU's generator,
+    so a CPU checkpoint goes on with the very stream it had (on the CPU: the run bit for bit; on a
+    GPU: within rounding's drift of it), and the record says from where it drew."""
+    cfg = small_config(tmp_path, data_dir=str(data_dir), device="cpu", samples=20_000)
+    whole = train(dataclasses.replace(cfg, name="whole"), **QUIET)
+    train(cfg, stop_after_steps=60, **QUIET)
+    assert load_checkpoint(tmp_path / "ckpt" / "t.pt")["run"]["rng_device"] == "cpu"
+    logs = []
+    record = train(dataclasses.replace(cfg, device=device, draws="cpu"), progress=False, log=logs.append)
+    went_on = [] if device == "cpu" else [{"device": device, "from_samples": 6000, "draws": "cpu"}]
+    assert record["devices"] == [{"device": "cpu", "from_samples": 0}, *went_on]
+    assert record["config"]["draws"] == "cpu"
+    pairs = [(p["train"], q["train"]) for p, q in zip(record["curve"], whole["curve"])]
+    if device == "cpu":
+        assert all(a == b for a, b in pairs)
+    else:
+        assert any("draws its minibatches and noise from the CPU's generator, its stream going on" in line
+                   for line in logs)
+        assert all(abs(a - b) < 1.0 for a, b in pairs)
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (dict(algorithm="wake_sleep", draws="cpu"), "draws='cpu' does not apply to algorithm='wake_sleep'"),
+    (dict(estimator="A", draws="cpu"), "draws='cpu' is written for AEVB's step with its gradient by hand"),
+    (dict(gradient="autograd", draws="cpu"), "draws='cpu' is written for AEVB's step with its gradient by hand"),
+    (dict(binarize="dynamic", draws="cpu"), "draws='cpu' is not allowed with binarize='dynamic'"),
+    (dict(draws="gpu"), "draws='gpu' is not allowed: expected 'device' or 'cpu'"),
+])
+def test_cpu_draws_are_refused_where_they_are_not_written(cfg, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**cfg)
 
 
 @needs_no_cuda
@@ -269,7 +305,7 @@ def test_the_pace_study_checks_the_draws_themselves(device):
 
 def test_the_pace_is_judged_against_the_cpu_records():
     """The verdict that gates a lease's Figure-2 pieces: 0 when the compiled step keeps the CPU
-    records' pace, 4 when only the eager one does, 5 when neither; the first GPU runs' numbers
+    records' pace, 4 when the eager one does, 6 when only the CPU's draws do, 5 when none; the first GPU runs' numbers
     (-120.89 and -122.20 at 1e6, against the CPU's -124.57, -124.26, -123.81) are outside."""
     tool = _tool("device_pace")
     ref = tool.cpu_reference(10**6)
@@ -282,8 +318,9 @@ def test_the_pace_is_judged_against_the_cpu_records():
     assert tool.judge(study(own=[-124.5, -123.9], eager=[-124.0, -124.3]), log=lines.append) == 0
     assert "own -124.20 over 2 seeds, the CPU's -124.21 over 3: +0.01 (within" in lines[0]
     assert tool.judge(study(own=[-120.89, -122.20], eager=[-124.0, -124.3]), log=lines.append) == 4
-    assert tool.judge(study(own=[-120.89, -122.20], eager=[-121.0, -121.5], cpu=[-124.1]), log=lines.append) == 5
+    assert tool.judge(study(own=[-120.89, -122.20], eager=[-121.0, -121.5], cpu=[-124.1]), log=lines.append) == 6
     assert "cpu -124.10 over 1 seeds" in lines[-1] and "(within" in lines[-1]
+    assert tool.judge(study(own=[-120.89, -122.20], eager=[-121.0, -121.5], cpu=[-121.2]), log=lines.append) == 5
     with pytest.raises(ValueError, match="no CPU records at 1,234 samples"):
         tool.judge({"curves": {"cuda/own/1": [{"samples": 1234, "train": -200.0}]}})
 
@@ -291,31 +328,32 @@ def test_the_pace_is_judged_against_the_cpu_records():
 @needs_no_cuda
 def test_a_lease_runs_its_gated_pieces_only_as_the_pace_verdict_allows(tmp_path, data_dir):
     """tools/gpu_lease.sh rehearsed on the CPU (its GPU check fails at once, the pace study is
-    skipped, the verdict given): 5 leaves a gated piece unbegun, 4 runs it without the compiler."""
+    skipped, the verdict given): 5 leaves a gated piece unbegun, 4 runs it without the compiler,
+    6 with the CPU's draws."""
     import os
     import shutil
 
     from vae_utils.records import REPO_ROOT
 
     shutil.copytree(REPO_ROOT / "tools", tmp_path / "tools")
-    out = tmp_path / "piece_out"
-    piece = f"gated:--datasets frey_face --algorithms aevb --latents 2 --target 2000 --output-dir {out}"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "AEVB_DATA_DIR": str(data_dir),
            "BUDGET": "smoke", "DEVICE": "cpu", "CHECK_SECONDS": "30", "PACE_SECONDS": "0", "PACK_SECONDS": "0",
            "OUT": str(tmp_path / "OUT")}
 
-    def lease(verdict):
+    def lease(verdict, out):
+        piece = f"gated:--datasets frey_face --algorithms aevb --latents 2 --target 2000 --output-dir {out}"
         done = subprocess.run(["bash", "tools/gpu_lease.sh", "300", piece], cwd=tmp_path, capture_output=True,
                               text=True, env={**env, "PACE_VERDICT": verdict}, timeout=600)
         return done.stdout
-    said = lease("5")
+    said = lease("5", tmp_path / "five")
     assert "the gated pieces are not begun" in said and "piece 1 (" in said and "not begun: the pace verdict is 5" in said
-    assert not list(out.glob("results/*.json"))
-    said = lease("4")
-    assert "the gated pieces are run with --compile no" in said and "--compile no): exit 0" in said
-    (record,) = out.glob("results/aevb_*.json")
-    r = json.loads(record.read_text())
-    assert r["config"]["compile"] is False and r["samples_seen"] == 2000
+    assert not list((tmp_path / "five").glob("results/*.json"))
+    for verdict, flag, field in (("4", "--compile no", ("compile", False)), ("6", "--draws cpu", ("draws", "cpu"))):
+        said = lease(verdict, tmp_path / verdict)
+        assert f"the gated pieces are run with {flag}" in said and f"{flag}): exit 0" in said
+        (record,) = (tmp_path / verdict).glob("results/aevb_*.json")
+        r = json.loads(record.read_text())
+        assert r["config"][field[0]] == field[1] and r["samples_seen"] == 2000
 
 
 @pytest.mark.cuda

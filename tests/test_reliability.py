@@ -135,6 +135,8 @@ CLI_CASES = [
     Case("reproduce-only-empty", ["reproduce", "--only", ""], 2, r"--only: '' is not allowed"),
     Case("flag-of-another-algorithm", ["train", "--algorithm", "mcem", "--gradient", "by_hand", *RESULTS], 2,
          r"gradient='by_hand' does not apply to algorithm='mcem'"),
+    Case("cpu-draws-wake-sleep", ["train", "--algorithm", "wake_sleep", "--draws", "cpu", *RESULTS], 2,
+         r"draws='cpu' does not apply to algorithm='wake_sleep'"),
     Case("wake-sleep-by-hand-gaussian", ["train", "--algorithm", "wake_sleep", "--dataset", "frey_face", "--gradient",
                                          "by_hand", *RESULTS], 2,
          r"gradient='by_hand' is written for wake-sleep with MNIST's Bernoulli decoder and ws_logvar_scale=1 only"),

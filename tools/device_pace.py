@@ -7,9 +7,10 @@ Trains the same short runs (MNIST 784-500-20, Adagrad step 0.01, no step-size tr
           minibatches and noise from that device's generator;
     eager the same run with the step not compiled (on a GPU still captured as one graph, which
           replays the eager step bit for bit: tests/test_device.py);
-    cpu   eager, but every minibatch and its noise drawn from a CPU generator seeded as the CPU
-          run's, in the same order, then copied over: on the CPU this is the CPU run bit for bit,
-          on a GPU it is the CPU run's draws with the GPU's arithmetic.
+    cpu   eager, with ``draws="cpu"``: every minibatch and its noise drawn from a CPU generator
+          seeded as the CPU run's, in the same order, then copied into the buffers the captured
+          step reads: on the CPU this is the CPU run bit for bit, on a GPU it is the CPU run's
+          draws with the GPU's arithmetic.
 Where only `own` runs ahead, the compiled step is the cause; where `eager` does too but `cpu` does
 not, the device's random numbers; where all three do, its arithmetic. Writes one JSON (curves per
 way and seed) and prints a table.
@@ -26,8 +27,8 @@ MNIST Nz = 20 at the same count (results/standard, seeds 0-2, all trained on a C
 lie within 0.6 nats of each other, and the first GPU runs were 2.2 nats ahead of their mean). A
 way keeps the pace when its mean is within max(0.5, 3 sd sqrt(1/n + 1/n_cpu)) of the CPU records'
 mean, sd being theirs. Exit status: 0 when
-`own` keeps it, 4 when only `eager` does (train without the compiler: ``piece --compile no``), 5
-when neither does.
+`own` keeps it, 4 when `eager` does (train without the compiler: ``piece --compile no``), 6 when
+only `cpu` does (the device's draws are the cause: ``piece --draws cpu``), 5 when none does.
 
     python tools/device_pace.py --device cuda --seeds 1,2 --samples 3.2e6 --out pace.json
     python tools/device_pace.py --judge pace.json
@@ -56,25 +57,6 @@ from vae_utils.train import Run, eval_schedule, eval_sets, flush_denormals, load
 TICKS = tuple(p for p in eval_schedule(TrainConfig(samples=10 ** 7, eval_per_decade=2)) if p >= 10 ** 5)
 
 
-def cpu_draws(run: Run, seed: int):
-    """``run``'s draws replaced by the CPU run's (the same generator seed and order), copied before
-    each step into two buffers on its device that its step reads: on a GPU the captured step then
-    replays on the CPU's draws (the CPU only draws; the GPU does the rest)."""
-    g, alg, device = torch.Generator().manual_seed(seed), run.algorithm, run.device
-    batches = Minibatches(alg.batches.X.cpu(), alg.cfg, g)  # the CPU run's minibatches, from its generator
-    x_at = torch.empty((alg.cfg.batch_size, alg.batches.X.shape[1]), device=device)
-    eps_at = torch.empty((alg.cfg.n_samples, alg.cfg.batch_size, alg.model.z_dim), device=device)
-    step = alg.step
-
-    def fed_step():
-        x = next(batches)  # AEVB.draw's order: the minibatch, then its noise
-        eps = torch.randn((alg.cfg.n_samples, len(x), alg.model.z_dim), generator=g, dtype=x.dtype)
-        x_at.copy_(x)
-        eps_at.copy_(eps)
-        return step()
-    alg.draw, alg.step = (lambda: (x_at, eps_at)), fed_step
-
-
 WAYS = ("own", "eager", "cpu")
 
 # --- the draws themselves -------------------------------------------------------------------------
@@ -90,6 +72,7 @@ def draws_of(device: str, seed: int, steps: int = DRAW_STEPS, captured: bool = F
     g = seeded_generator(seed, device)
     index = torch.arange(cfg.n_train, dtype=torch.float32, device=device).unsqueeze(1)
     run = SimpleNamespace(batches=Minibatches(index, cfg, g), cfg=cfg, rng=g, model=SimpleNamespace(z_dim=cfg.n_z))
+    run.noise = lambda: AEVB.noise(run)
 
     def body():
         x, eps = AEVB.draw(run)
@@ -155,12 +138,11 @@ def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=
     if way not in WAYS:
         raise ValueError(f"way={way!r} is not allowed: expected one of {', '.join(WAYS)}")
     cfg = TrainConfig(dataset="mnist", n_z=20, n_hidden=500, lr=0.01, samples=int(samples), seed=seed,
-                      compile=way == "own", device=device, threads=1, data_dir=data_dir)
+                      compile=way == "own", device=device, draws="cpu" if way == "cpu" else "device", threads=1,
+                      data_dir=data_dir)
     X_train, X_test = load_data(cfg)
     sets = {k: v.to(device) for k, v in eval_sets(cfg, X_train, X_test).items()}
     run = Run(cfg, cfg.lr, X_train)
-    if way == "cpu":
-        cpu_draws(run, seed)
     ticks, curve, t0 = [round(t) for t in ticks if t <= samples], [], time.perf_counter()
     torch.set_num_threads(cfg.threads)  # as train() runs on a CPU (no effect on a GPU)
     with flush_denormals():
@@ -189,7 +171,7 @@ def cpu_reference(samples: int, seeds=(0, 1, 2)) -> list[float]:
 
 
 def judge(study: dict, log=print) -> int:
-    """0 when `own` keeps the CPU records' pace, 4 when only `eager` does, 5 when neither (see above)."""
+    """0 when `own` keeps the CPU records' pace, 4 when `eager` does, 6 when only `cpu` does, 5 when none (see above)."""
     curves = study["curves"]
     samples = max(c[-1]["samples"] for c in curves.values())
     ref = cpu_reference(samples)
@@ -208,7 +190,7 @@ def judge(study: dict, log=print) -> int:
             f"{ref_mean:.2f} over {len(ref)}: {gap:+.2f} ({'within' if kept[way] else 'outside'} {margin:.2f})")
     for kind, stats in study.get("draws", {}).items():
         log(f"draws {kind}: " + (f"suspect: {', '.join(stats['suspect'])}" if stats["suspect"] else "nothing suspect"))
-    return 0 if kept.get("own") else 4 if kept.get("eager") else 5
+    return 0 if kept.get("own") else 4 if kept.get("eager") else 6 if kept.get("cpu") else 5
 
 
 def main(argv=None) -> int:
@@ -219,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ways", default=",".join(WAYS))
     ap.add_argument("--draw-steps", type=int, default=DRAW_STEPS, help="steps of draws checked first (0: none)")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--judge", type=Path, help="a study's JSON: compare it with the CPU records, exit 0, 4 or 5")
+    ap.add_argument("--judge", type=Path, help="a study's JSON: compare it with the CPU records, exit 0, 4, 6 or 5")
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args(argv)
     if a.judge:

@@ -3,9 +3,10 @@
 #   1. tools/gpu_check.sh: the tests marked `cuda` and the CUDA benchmark (bounded by CHECK_SECONDS);
 #   2. tools/device_pace.py: the same short runs with the compiled step, the eager step and the CPU's
 #      random numbers (bounded by PACE_SECONDS, 0 to skip), judged against the CPU records: the verdict
-#      (PACE_VERDICT, or given as PACE_VERDICT=0|4|5 when the study ran in an earlier call) gates the pieces
+#      (PACE_VERDICT, or given as PACE_VERDICT=0|4|5|6 when the study ran in an earlier call) gates the pieces
 #      written 'gated:ARGS': they run as given on 0 (the compiled step keeps the CPU's pace), with
-#      --compile no on 4 (only the eager step keeps it), not at all otherwise;
+#      --compile no on 4 (the eager step keeps it), with --draws cpu on 6 (only the CPU's draws keep it;
+#      AEVB pieces only: another algorithm's piece is refused), not at all otherwise;
 #   3. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
 #      at the lease's deadline (SECONDS from the start, less a margin for packing);
 #   4. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz
@@ -48,6 +49,7 @@ fi
 case "$verdict" in
   0) gate="run as given" ;;
   4) gate="run with --compile no" ;;
+  6) gate="run with --draws cpu (AEVB pieces only)" ;;
   *) gate="not begun" ;;
 esac
 echo "pace verdict: ${verdict:-none}: the gated pieces are $gate"
@@ -59,6 +61,7 @@ for args in "$@"; do
     case "$verdict" in
       0) ;;
       4) args="$args --compile no" ;;
+      6) args="$args --draws cpu" ;;
       *) echo "piece $i ($args): not begun: the pace verdict is ${verdict:-missing}"; continue ;;
     esac
   fi

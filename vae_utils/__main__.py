@@ -173,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
                    "estimator B and MNIST wake-sleep; a resumed run keeps its own); the same arithmetic up to rounding")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train: cpu, cuda, or auto (the GPU when torch finds one); not part of the run's identity")
+    t.add_argument("--draws", choices=("device", "cpu"), default="device",
+                   help="AEVB's minibatches and noise from the device's generator or the CPU's (on a GPU the CPU run's "
+                   "very draws; a CPU checkpoint goes on with its stream)")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
     t.add_argument("--data-dir", type=_path, default=None)
     t.add_argument("--results-dir", type=_path, default=None)
@@ -247,6 +250,9 @@ def parser() -> argparse.ArgumentParser:
     pc.add_argument("--seed", type=_seed, default=0)
     pc.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                     help="torch.compile each run's step (auto: runs of 20,000 steps or more)")
+    pc.add_argument("--draws", choices=("device", "cpu"), default="device",
+                    help="where the AEVB runs draw their minibatches and noise: the device's generator, or the CPU's "
+                    "(on a GPU the CPU run's very draws; a CPU checkpoint goes on with its stream)")
     pc.add_argument("--start-from", default=None,
                     help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
                          "runs continue from (their checkpoints copied; the sources are kept)")
@@ -355,7 +361,7 @@ def _run(args) -> int:
                           eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale,
                           mcem_step_rule=args.mcem_step_rule, mcem_m_step=args.mcem_m_step, seed=args.seed,
                           threads=args.threads, compile={"yes": True, "no": False}.get(args.compile, "auto"),
-                          gradient=args.gradient, device=args.device,
+                          gradient=args.gradient, device=args.device, draws=args.draws,
                           name=args.name, data_dir=args.data_dir,
                           results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
         if args.seeds:
@@ -392,7 +398,7 @@ def _run(args) -> int:
         done = train_piece(args.budget, args.figures, args.target, device=args.device, output_dir=args.output_dir,
                            seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes,
                            algorithms=args.algorithms, latents=args.latents, start_from=args.start_from,
-                           compile={"yes": True, "no": False}.get(args.compile, "auto"))
+                           compile={"yes": True, "no": False}.get(args.compile, "auto"), draws=args.draws)
         state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
                  if done["time_limit"] else "every run of this piece reached its target")
         print(f"piece: {len(done['finished'])} runs at their target; {state}")

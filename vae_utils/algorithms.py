@@ -58,6 +58,7 @@ from torch.distributions import Bernoulli, Normal
 
 from . import data as data_mod
 from .config import TrainConfig
+from .device import moved
 from .estimators import get_estimator, lower_bound
 from .hmc import GlobalStepSize, hmc_step
 from .models import VAE, sample_x
@@ -143,11 +144,14 @@ class CapturedStep:
 
     WARM_UP = 3
 
-    def __init__(self, body, generators):
-        self.body, self.graph, self.out, self.calls = body, None, None, 0
-        self.generators = [generators] if isinstance(generators, torch.Generator) else list(generators)
+    def __init__(self, body, generators, feed=None):
+        self.body, self.graph, self.out, self.calls, self.feed = body, None, None, 0, feed
+        generators = [generators] if isinstance(generators, torch.Generator) else list(generators)
+        self.generators = [g for g in generators if g.device.type == "cuda"]  # a CPU generator draws outside (feed)
 
     def __call__(self) -> torch.Tensor:
+        if self.feed is not None:  # outside the graph: what the CPU draws, into the buffers the graph reads
+            self.feed()
         if self.graph is None and self.calls < self.WARM_UP:
             self.calls += 1
             side = torch.cuda.Stream()
@@ -244,9 +248,12 @@ class Minibatches:
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return data_mod.binarize_batch(x, self.rng, check=False) if self.dynamic else x
 
+    def indices(self) -> torch.Tensor:
+        """The next minibatch's M indices, on the generator's device."""
+        return torch.randint(len(self.X), (self.M,), generator=self.rng, device=self.rng.device)
+
     def __next__(self) -> torch.Tensor:
-        idx = torch.randint(len(self.X), (self.M,), generator=self.rng, device=self.X.device)
-        return self.prepare(self.X.index_select(0, idx))
+        return self.prepare(self.X.index_select(0, moved(self.indices(), self.X.device)))
 
 
 def _tanh(a: torch.Tensor) -> torch.Tensor:
@@ -390,8 +397,18 @@ class AEVB:
             self.ascent = _CompiledOrEager(sgvb_b_ascent, options) if compile else sgvb_b_ascent
             self.gaussian = model.likelihood == "gaussian"
             # on a GPU, the step after the warm-up is one captured graph (its step size is then fixed)
-            self.captured = (CapturedStep(lambda: self._by_hand_step(self.opt.lr), rng)
-                             if on_gpu and CAPTURE_CUDA_GRAPHS else None)
+            self.captured = None
+            if on_gpu and CAPTURE_CUDA_GRAPHS and rng.device.type == "cpu":  # draws="cpu": fed to the graph
+                fed = [torch.zeros(cfg.batch_size, dtype=torch.long, device=X.device),
+                       torch.zeros((cfg.n_samples, cfg.batch_size, model.z_dim), device=X.device)]
+
+                def feed():  # the CPU draws the step's indices and noise, in draw's order, and queues their copy
+                    for buffer, drawn in zip(fed, (self.batches.indices(), self.noise())):
+                        buffer.copy_(drawn.pin_memory(), non_blocking=True)  # pinned: no wait for the GPU
+                self.captured = CapturedStep(lambda: self._by_hand_step(self.opt.lr, (X.index_select(0, fed[0]),
+                                                                                     fed[1])), rng, feed)
+            elif on_gpu and CAPTURE_CUDA_GRAPHS:
+                self.captured = CapturedStep(lambda: self._by_hand_step(self.opt.lr), rng)
 
     def _setup(self, model: VAE, X: torch.Tensor, cfg: TrainConfig, rng: torch.Generator, compile: bool) -> None:
         """What every algorithm holds: model, config, RNG, N and its minibatches."""
@@ -416,14 +433,18 @@ class AEVB:
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next minibatch and its noise eps (L, M, Z), from the run's generator in this order."""
         x = next(self.batches)
-        # the same draw, from the same generator, as estimators.reparameterize
-        return x, torch.randn((self.cfg.n_samples, len(x), self.model.z_dim), generator=self.rng, dtype=x.dtype,
-                              device=x.device)
+        return x, moved(self.noise(), x.device)
 
-    def _by_hand_step(self, lr: float) -> torch.Tensor:
-        """One ascent step with the gradient by hand (``sgvb_b_ascent``) on the next minibatch; the
-        bound per datapoint."""
-        x, eps = self.draw()
+    def noise(self) -> torch.Tensor:
+        """A minibatch's noise eps (L, M, Z) on the generator's device: the same draw, from the same
+        generator, as estimators.reparameterize."""
+        return torch.randn((self.cfg.n_samples, self.cfg.batch_size, self.model.z_dim), generator=self.rng,
+                           dtype=self.batches.X.dtype, device=self.rng.device)
+
+    def _by_hand_step(self, lr: float, drawn: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One ascent step with the gradient by hand (``sgvb_b_ascent``) on the next minibatch (or on
+        ``drawn``, a minibatch and its noise drawn already); the bound per datapoint."""
+        x, eps = self.draw() if drawn is None else drawn
         opt = self.opt
         with torch.no_grad():
             return (sgvb_b_ascent if lr == 0.0 else self.ascent)(x, eps, opt.params, opt.sums, opt.decays, lr,

@@ -47,6 +47,9 @@ def check_batchable(cfgs: list[TrainConfig]) -> None:
     if first.algorithm != "aevb" or first.estimator != "B" or first.gradient == "autograd":
         raise ValueError(f"runs are batched only for AEVB with estimator B and the gradient by hand; run "
                          f"{first.name!r} is {first.algorithm} with estimator {first.estimator}, gradient {first.gradient}")
+    if any(c.draws != "device" for c in cfgs):
+        raise ValueError("runs are batched only with draws='device' (the batched step draws on its device); train "
+                         "runs with draws='cpu' one by one")
     for c in cfgs[1:]:
         for field in SHARED_FIELDS:
             if getattr(c, field) != getattr(first, field):

@@ -73,12 +73,14 @@ class TrainConfig:
                                      # MNIST wake-sleep; algorithms.gradient_of)
     checkpoint_every_s: float = 60.0
     device: str = "auto"             # "cpu" | "cuda" | "auto" (the GPU when torch finds one)
+    draws: str = "device"            # AEVB's minibatches and noise from the device's generator, or "cpu": from the
+                                     # CPU's (on a GPU the CPU run's very draws, copied over; a CPU checkpoint goes on)
     data_dir: str | None = None
     results_dir: str | None = None
     checkpoint_dir: str | None = None
 
-    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "gradient", "checkpoint_every_s", "device", "data_dir",
-                      "results_dir", "checkpoint_dir")
+    RUNTIME_FIELDS = ("name", "samples", "threads", "compile", "gradient", "checkpoint_every_s", "device", "draws",
+                      "data_dir", "results_dir", "checkpoint_dir")
 
     def __post_init__(self):
         if not isinstance(self.algorithm, str) or self.algorithm not in ALGORITHMS:
@@ -116,6 +118,12 @@ class TrainConfig:
             raise ValueError(f"gradient='by_hand' is written for wake-sleep with MNIST's Bernoulli decoder and "
                              f"ws_logvar_scale=1 only (here dataset={self.dataset!r}, ws_logvar_scale="
                              f"{self.ws_logvar_scale!r}); use gradient='autograd' or 'auto'")
+        if self.draws == "cpu" and (self.estimator != "B" or self.gradient == "autograd"):
+            raise ValueError(f"draws='cpu' is written for AEVB's step with its gradient by hand (estimator B); "
+                             f"estimator={self.estimator!r}, gradient={self.gradient!r} needs draws='device'")
+        if self.draws == "cpu" and self.binarize == "dynamic":
+            raise ValueError("draws='cpu' is not allowed with binarize='dynamic' (the binarisation draws on the run's "
+                             "device); use draws='device' or binarize=None or 'static'")
         if self.n_train is None:
             self.n_train = PAPER_N_TRAIN[self.dataset]
         limit = data_mod.TRAIN_SIZE[self.dataset]
@@ -176,11 +184,12 @@ _CONFIG_RULES = {
     "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
     "device": (str, lambda v: v in DEVICES, "'auto', 'cpu' or 'cuda'"),
+    "draws": (str, lambda v: v in ("device", "cpu"), "'device' or 'cpu'"),
 }
 
 
 # knobs of one algorithm: any other algorithm refuses a value other than the default
-APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb", "wake_sleep"),
+APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb", "wake_sleep"), "draws": ("aevb",),
               "ws_logvar_scale": ("wake_sleep",),
               **{f.name: ("mcem",) for f in dataclasses.fields(TrainConfig) if f.name.startswith("mcem_")}}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

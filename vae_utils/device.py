@@ -4,7 +4,9 @@ The device is a runtime choice, never part of what a run computes: a run's ident
 checkpoint and its record are the same on either device. What differs is recorded in its
 provenance (``device_provenance``: the device, the GPU's name, the CUDA and driver versions)
 and in the random numbers: each device has its own generator (``seeded_generator``), so a run on a
-GPU draws other minibatches and noise than the same run on a CPU (the same distribution).
+GPU draws other minibatches and noise than the same run on a CPU (the same distribution), unless
+it draws from the CPU's (``TrainConfig.draws = "cpu"``, AEVB): then a GPU run trains on the CPU
+run's very minibatches and noise, copied over (``moved``), and differs from it by rounding only.
 
 Tensors and generators are made on the device of the data they serve, so every estimator and
 algorithm runs wherever its inputs are: ``like.device`` is the device of a draw for ``like``.
@@ -57,6 +59,14 @@ def model_device(model) -> torch.device:
         if isinstance(first, torch.Tensor):
             return first.device
     return torch.device("cpu")
+
+
+def moved(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: itself where it is there already; from the CPU to a GPU through pinned
+    memory, so that the copy is queued behind the GPU's work instead of waiting for it."""
+    if t.device == device:
+        return t
+    return (t.pin_memory() if t.device.type == "cpu" and device.type == "cuda" else t).to(device, non_blocking=True)
 
 
 def to_cpu(obj):

@@ -395,7 +395,7 @@ FIGURES = ("2", "3")
 def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, device: str = "auto",
                 output_dir=None, seed: int = 0, datasets=None, max_minutes: float | None = None,
                 algorithms=None, latents=None, start_from: str | None = None, compile: bool | str = "auto",
-                progress: bool = True, log=print) -> dict:
+                draws: str = "device", progress: bool = True, log=print) -> dict:
     """One piece of a budget's training: every run of Figures 2 and 3 (the runs the notebooks
     draw, with the budget's settings and places) trained, on ``device``, up to ``target`` training
     samples (default: the budget's own counts; Figure 3 to its last log p(x) point at or below the
@@ -407,7 +407,8 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
 
     ``algorithms`` and ``latents`` narrow the piece to those runs (default: all), e.g. to train
     the runs that matter most first on a slow machine. ``compile`` is ``TrainConfig.compile`` for
-    every run of the piece (a runtime knob: the same runs, compiled or not).
+    every run of the piece (a runtime knob: the same runs, compiled or not), ``draws``
+    ``TrainConfig.draws`` (AEVB runs only).
 
     A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
     fresh clone) is first re-run from its start to regain the checkpoint, checked against the
@@ -434,6 +435,8 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         checks.at_least("target", target)
     if max_minutes is not None:
         checks.positive("max_minutes", max_minutes)
+    if draws not in ("device", "cpu"):
+        raise ValueError(f"draws={draws!r} is not allowed: expected 'device' or 'cpu'")
     names = tuple(FIGURE2_LATENTS) if datasets is None else tuple(datasets)
     if not names or any(d not in FIGURE2_LATENTS for d in names):
         raise ValueError(f"datasets={datasets!r} is not allowed: expected some of {', '.join(FIGURE2_LATENTS)}")
@@ -459,7 +462,10 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
                 jobs.append((dataclasses.replace(c, samples=max(points)), points))
     if not jobs:
         raise ValueError(f"no run of Figures {', '.join(chosen)} has algorithms={algorithms!r} and latents={latents!r}")
-    jobs = [(dataclasses.replace(c, compile=compile), points) for c, points in jobs]
+    if draws != "device" and any(c.algorithm != "aevb" for c, _ in jobs):
+        raise ValueError(f"draws={draws!r} is written for AEVB's runs only, and this piece has "
+                         f"{sorted({c.algorithm for c, _ in jobs} - {'aevb'})} runs too: narrow it with algorithms=['aevb']")
+    jobs = [(dataclasses.replace(c, compile=compile, draws=draws), points) for c, points in jobs]
     here.make()
     deadline = time.time() + 60 * max_minutes if max_minutes else None
     finished, remaining = [], []

@@ -186,12 +186,13 @@ class Run:
         torch.manual_seed(cfg.seed)  # the model's initial weights
         self.cfg, self.lr, self.device = cfg, lr, resolve_device(cfg.device)
         self.model = build_model(cfg, X_train.shape[1]).to(self.device)
-        self.rng = seeded_generator(cfg.seed, self.device)
+        # draws="cpu": the CPU's generator, on any device (on a GPU the CPU run's very draws, copied over)
+        self.rng = seeded_generator(cfg.seed, "cpu" if cfg.draws == "cpu" else self.device)
         X_train = X_train.to(self.device)
         compile = cfg.compile is True or (cfg.compile == "auto" and cfg.samples // cfg.batch_size >= COMPILE_FROM_STEPS)
         self.algorithm = get_algorithm(cfg.algorithm)(self.model, X_train, cfg, lr, self.rng, compile=compile)
         self.samples_seen, self.steps, self.train_time = 0, 0, 0.0
-        self.devices = [{"device": self.device.type, "from_samples": 0}]
+        self.devices = [self._where(0)]
 
     def step(self) -> float | torch.Tensor:
         """One step; its training objective (a tensor on the GPU from a captured step, not yet read)."""
@@ -203,7 +204,8 @@ class Run:
     def state_dict(self) -> dict:
         """The run's state with every tensor on the CPU: a checkpoint loads on either device."""
         return to_cpu({"model": self.model.state_dict(), "algorithm": self.algorithm.state_dict(),
-                       "rng": self.rng.get_state(), "device": self.device.type, "devices": self.devices,
+                       "rng": self.rng.get_state(), "rng_device": self.rng.device.type, "device": self.device.type,
+                       "devices": self.devices,
                        "samples_seen": self.samples_seen, "steps": self.steps, "train_time": self.train_time})
 
     def load_state_dict(self, d: dict) -> None:
@@ -212,14 +214,30 @@ class Run:
         self.samples_seen, self.steps, self.train_time = d["samples_seen"], d["steps"], d["train_time"]
         saved_on = d.get("device", "cpu")  # checkpoints before the device knob were all made on a CPU
         self.devices = list(d.get("devices", [{"device": saved_on, "from_samples": 0}]))
-        if saved_on == self.device.type:
+        if d.get("rng_device", saved_on) == self.rng.device.type:  # (before draws= the generator was the device's)
             self.rng.set_state(d["rng"])
         else:  # another device's generator state means nothing here: a new stream, seeded from the run and the point
             self.rng.manual_seed((self.cfg.seed * 1_000_003 + self.samples_seen) % 2**63)
-            self.devices.append({"device": self.device.type, "from_samples": self.samples_seen})
+        where = self._where(self.samples_seen)
+        if {k: v for k, v in self.devices[-1].items() if k != "from_samples"} != {k: v for k, v in where.items()
+                                                                                  if k != "from_samples"}:
+            self.devices.append(where)
+
+    def _where(self, samples: int) -> dict:
+        """The run's device from ``samples`` on, and where it draws when that is not the device itself."""
+        draws = {"draws": self.rng.device.type} if self.rng.device.type != self.device.type else {}
+        return {"device": self.device.type, "from_samples": samples, **draws}
 
     def parameters_finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.model.parameters())
+
+
+def _drawing(run: Run) -> str:
+    """Whose generator a resumed run draws from, in words."""
+    if run.rng.device.type != run.device.type:
+        return "the CPU's generator" + (", its stream going on" if run.devices[-2].get("draws", run.devices[-2]["device"])
+                                        == "cpu" else "")
+    return "this device's generator"
 
 
 def load_data(cfg: TrainConfig):
@@ -523,7 +541,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
                                   f"away to restart the run") from None
         log(f"resuming {cfg.name} from {ckpt_path} at {run.samples_seen:,} samples"
             + (f" on {device.type} (the checkpoint was made on {run.devices[-2]['device']}: from here the run draws "
-               f"its minibatches and noise from this device's generator)" if run.devices[-1]["from_samples"] == run.samples_seen
+               f"its minibatches and noise from {_drawing(run)})" if run.devices[-1]["from_samples"] == run.samples_seen
                and len(run.devices) > 1 else ""))
     else:
         if cfg.lr == "auto":
