@@ -241,8 +241,11 @@ def workload_training(algorithm: str, dataset: str, compile: bool, data_dir=None
     on_gpu = device == "cuda"
     eager = run if not (compile or on_gpu) else _run(dataclasses.replace(cfg, compile=False), X, capture=False)
     baseline = (examples_aevb if algorithm == "aevb" else examples_wake_sleep)(X, cfg, device)
+    # wake-sleep's step before its gradient was written out by hand (autograd, its update compiled), beside it
+    autograd = _run(dataclasses.replace(cfg, gradient="autograd"), X).step if algorithm == "wake_sleep" else None
     return {"ours": run.step, "baseline": baseline, "limit": matmul_limit(eager.step),
-            "ours (eager)": eager.step if (compile or on_gpu) else None, "unit": "samples", "per_call": cfg.batch_size}
+            "ours (eager)": eager.step if (compile or on_gpu) else None, "ours (autograd)": autograd,
+            "unit": "samples", "per_call": cfg.batch_size}
 
 
 def workload_batched(runs: int = 8, data_dir=None, device: str = "cuda"):
@@ -352,7 +355,8 @@ def _rate(fn, per_call: int, min_time: float) -> float:
 
 def measure(workload: dict, repeats: int, min_time: float) -> dict:
     """Median rate of each implementation over ``repeats`` interleaved rounds, after one warm-up round."""
-    impls = {k: workload[k] for k in ("ours", "ours (eager)", "baseline", "limit") if workload.get(k) is not None}
+    impls = {k: workload[k] for k in ("ours", "ours (eager)", "ours (autograd)", "baseline", "limit")
+             if workload.get(k) is not None}
     per = {k: workload.get("baseline_per_call", workload["per_call"]) if k == "baseline" else workload["per_call"]
            for k in impls}
     for k, fn in impls.items():
