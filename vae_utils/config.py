@@ -153,6 +153,9 @@ class TrainConfig:
 
 
 # field: (type, check, what is allowed) -- every value of a TrainConfig is refused in one line
+# where a run draws its minibatches and noise (TrainConfig.draws)
+DRAWS = ("device", "cpu")
+
 _CONFIG_RULES = {
     "n_z": (int, lambda v: v >= 1, "an integer >= 1 (latent dimensions)"),
     "n_hidden": (int, lambda v: v >= 1, "an integer >= 1 (hidden units)"),
@@ -184,7 +187,7 @@ _CONFIG_RULES = {
     "gradient": (str, lambda v: v in ("auto", "by_hand", "autograd"), "'auto', 'by_hand' or 'autograd'"),
     "checkpoint_every_s": (float, lambda v: v > 0, "a positive number of seconds"),
     "device": (str, lambda v: v in DEVICES, "'auto', 'cpu' or 'cuda'"),
-    "draws": (str, lambda v: v in ("device", "cpu"), "'device' or 'cpu'"),
+    "draws": (str, lambda v: v in DRAWS, "'device' or 'cpu'"),
 }
 
 

@@ -32,7 +32,7 @@ from . import data as data_mod
 from .algorithms import mcem_samples_per_iteration
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
-from .config import ALGORITHMS, identity_differences, recorded_value
+from .config import ALGORITHMS, DRAWS, identity_differences, recorded_value
 from .device import device_provenance, seeded_generator
 from .device import resolve as resolve_device
 from .marginal_likelihood import APPENDIX_D, hmc_kde_log_likelihood, importance_log_likelihood
@@ -435,8 +435,8 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         checks.at_least("target", target)
     if max_minutes is not None:
         checks.positive("max_minutes", max_minutes)
-    if draws not in ("device", "cpu"):
-        raise ValueError(f"draws={draws!r} is not allowed: expected 'device' or 'cpu'")
+    if draws not in DRAWS:
+        raise ValueError(f"draws={draws!r} is not allowed: expected {' or '.join(map(repr, DRAWS))}")
     names = tuple(FIGURE2_LATENTS) if datasets is None else tuple(datasets)
     if not names or any(d not in FIGURE2_LATENTS for d in names):
         raise ValueError(f"datasets={datasets!r} is not allowed: expected some of {', '.join(FIGURE2_LATENTS)}")

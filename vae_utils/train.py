@@ -219,9 +219,8 @@ class Run:
         else:  # another device's generator state means nothing here: a new stream, seeded from the run and the point
             self.rng.manual_seed((self.cfg.seed * 1_000_003 + self.samples_seen) % 2**63)
         where = self._where(self.samples_seen)
-        if {k: v for k, v in self.devices[-1].items() if k != "from_samples"} != {k: v for k, v in where.items()
-                                                                                  if k != "from_samples"}:
-            self.devices.append(where)
+        if (where["device"], where.get("draws")) != (self.devices[-1]["device"], self.devices[-1].get("draws")):
+            self.devices.append(where)  # another device, or another generator: recorded from here on
 
     def _where(self, samples: int) -> dict:
         """The run's device from ``samples`` on, and where it draws when that is not the device itself."""
