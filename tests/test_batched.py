@@ -105,8 +105,9 @@ def test_ctrl_c_stops_every_batched_run_at_a_checkpoint_and_the_rerun_resumes_th
     # Ctrl-C as in a terminal, also where this process was started with SIGINT ignored (a background job)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with pytest.raises(Interrupted, match=r"2 batched runs interrupted, each at its checkpoint \(c0, c1\)"):
+        with pytest.raises(Interrupted, match=r"2 batched runs interrupted, each at its checkpoint \(c0, c1\)") as caught:
             train_batched(cfgs(tmp_path / "cut"), progress=False, log=lambda *a: None)
+        assert caught.value.signum == signal.SIGINT  # the command exits 130
     finally:
         signal.signal(signal.SIGINT, previous)
     assert all((tmp_path / "cut" / "ckpt" / f"c{s}.pt").is_file() for s in (0, 1))

@@ -680,23 +680,31 @@ def _train_cmd(d, samples="3e5"):
             "--results-dir", str(d / "results"), "--checkpoint-dir", str(d / "ckpt")]
 
 
-def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_bit_for_bit(tmp_path, data_dir):
+@pytest.mark.parametrize("sig, code, words", [(signal.SIGINT, 130, ""), (signal.SIGTERM, 143, " (SIGTERM)")],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_signal_writes_a_checkpoint_exits_128_plus_it_and_resumes_bit_for_bit(sig, code, words, tmp_path, data_dir):
+    """Ctrl-C in a terminal, or SIGTERM (a `kill`, or a session ending a nohup job, which ignores
+    Ctrl-C): the run stops after the step, writes its checkpoint, says so in one line and exits
+    128 + the signal; rerun, it ends where the uninterrupted run ends, bit for bit."""
     from conftest import signal_after_first_checkpoint
     from test_train import _assert_same_state, _final_state
     from vae_utils import train as T
 
     env = dict(os.environ, PYTHONHASHSEED="0")
     subprocess.run(_train_cmd(tmp_path / "a"), check=True, env=env, capture_output=True)
-    # a shell's background job (nohup, `&`) inherits SIGINT ignored, and a run honours that: give this one Ctrl-C
+    # a shell's background job (nohup, `&`) inherits SIGINT ignored, and a run honours that: give the Ctrl-C run
+    # Ctrl-C; the SIGTERM run keeps SIGINT ignored, as under nohup
+    interactive = signal.SIG_DFL if sig == signal.SIGINT else signal.SIG_IGN
     proc = subprocess.Popen(_train_cmd(tmp_path / "b"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, interactive))
     ckpt = tmp_path / "b" / "ckpt" / "k.pt"
-    signal_after_first_checkpoint(proc, ckpt, signal.SIGINT, settle=0.3)
+    signal_after_first_checkpoint(proc, ckpt, sig, settle=0.3)
     out, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]
-    assert proc.returncode == 130, err
-    assert len(lines) == 1 and re.search(r"k: interrupted at ([\d,]+) samples; checkpoint .*k.pt written: rerun", lines[0])
-    at = int(re.search(r"interrupted at ([\d,]+)", lines[0]).group(1).replace(",", ""))
+    assert proc.returncode == code, err
+    assert len(lines) == 1 and re.search(rf"k: interrupted{re.escape(words)} at ([\d,]+) samples; checkpoint .*k.pt "
+                                         r"written: rerun", lines[0]), lines
+    at = int(re.search(r"at ([\d,]+) samples", lines[0]).group(1).replace(",", ""))
     assert T.load_checkpoint(ckpt)["run"]["samples_seen"] == at and 0 < at < 300_000
     assert not [p for p in (tmp_path / "b").rglob("*") if TEMP_NAMES.search(p.name)]
     subprocess.run(_train_cmd(tmp_path / "b"), check=True, env=env, capture_output=True)

@@ -312,7 +312,8 @@ def _one_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     """Run a command. Every outcome other than success is one line on stderr: bad input and
     damaged or unusable files are refused before any work (exit 2), a run that failed after it
-    started is reported with what it kept (exit 1), Ctrl-C stops at a checkpoint (exit 130).
+    started is reported with what it kept (exit 1), Ctrl-C stops at a checkpoint (exit 130), and
+    so does SIGTERM (exit 143).
     An unexpected error is one line too (exit 1); AEVB_TRACEBACK=1 shows its traceback."""
     args = parser().parse_args(argv)
     from .records import Interrupted, RunFailed
@@ -323,7 +324,7 @@ def main(argv=None) -> int:
         return _run(args)
     except Interrupted as e:
         print(f"{prog}: {_one_line(e)}", file=sys.stderr)
-        return 130
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (Ctrl-C) before anything was written; files are written whole or not at all, "
               f"so rerun the same command to start again", file=sys.stderr)

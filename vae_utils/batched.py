@@ -122,7 +122,7 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
     Every run is checked before any work as ``train`` checks it: a finished record is reused, a
     record of another config is refused. Each run's step size is chosen (``lr='auto'``) or its
     checkpoint loaded on its own; runs resumed at different points are first brought level one
-    at a time. Ctrl-C stops every run at the end of the current step, each with its checkpoint.
+    at a time. Ctrl-C (or SIGTERM) stops every run at the end of the current step, each with its checkpoint.
     A run that diverges stops alone (its last good checkpoint kept); the others go on, and
     ``RunFailed`` names it at the end."""
     check_batchable(cfgs)
@@ -157,7 +157,7 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
                 except TrainingDiverged as e:
                     failed[cfgs[i].name] = str(e)
                     del runs[i]
-                except Interrupted:  # Ctrl-C: every run of the batch writes its checkpoint before we stop
+                except Interrupted:  # Ctrl-C or SIGTERM: every run of the batch writes its checkpoint before we stop
                     interrupted.append(cfgs[i].name)
                     del runs[i]
 
@@ -187,7 +187,7 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
     if interrupted:
         also = f"; {len(failed)} failed: " + "; ".join(failed.values()) if failed else ""
         raise Interrupted(f"{len(interrupted)} batched runs interrupted, each at its checkpoint ({', '.join(interrupted)}): "
-                          f"rerun the same command to resume them{also}")
+                          f"rerun the same command to resume them{also}", signum=stop["stop"])
     if failed:
         raise RunFailed(f"{len(failed)} of {len(cfgs)} batched runs failed (the others finished): "
                         + "; ".join(failed.values()))

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,12 @@ class WriteFailed(RunFailed):
 
 
 class Interrupted(RunFailed):
-    """Ctrl-C: the run stopped at a consistent point (exit 130)."""
+    """Ctrl-C or SIGTERM: the run stopped at a consistent point (exit 128 + the signal's number:
+    130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 _ADVICE = {

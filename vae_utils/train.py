@@ -355,7 +355,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     ``stop_after_steps`` ends the session early as a kill would (used by tests); the
     checkpoint then lets a later call continue. ``on_progress(samples_seen)`` is called after
     every step (a sweep's shared progress bar). While it trains, the process holds the run's
-    lock (``RunLock``): a second process starting the same run is refused. Ctrl-C stops at the
+    lock (``RunLock``): a second process starting the same run is refused. Ctrl-C (or SIGTERM) stops at the
     end of the current step, writes a checkpoint and raises ``Interrupted``; so does reaching
     ``deadline`` (a ``time.time()`` value), with ``TimeLimitReached``.
     """
@@ -462,7 +462,7 @@ def _adoptable(cfg: TrainConfig, source: TrainConfig) -> tuple[str | None, dict 
 def drive(run_session, stop: dict) -> dict:
     """Step one run's ``session`` to its end; returns its results. The session prepares the run
     (checkpoint, step-size trials: Ctrl-C there interrupts at once, nothing is lost), then asks for
-    one step at a time; while it steps, Ctrl-C only sets ``stop`` (``_stop_between_steps``)."""
+    one step at a time; while it steps, Ctrl-C or SIGTERM only sets ``stop`` (``_stop_between_steps``)."""
     try:
         run = next(run_session)
         with _stop_between_steps(stop):
@@ -474,26 +474,37 @@ def drive(run_session, stop: dict) -> dict:
         return done.value
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, a scheduler or a session ending the job
+
+
 @contextlib.contextmanager
 def _stop_between_steps(flag: dict):
-    """While the loop runs, Ctrl-C (SIGINT) only raises ``flag["stop"]``, which the loop reads
-    after each step, so that a step is never cut in half and the checkpoint at the interrupt
-    resumes bit for bit; a second Ctrl-C interrupts at once. Outside the main thread, a no-op."""
-    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    if previous is None or previous is signal.SIG_IGN:
-        yield flag
-        return
+    """While the loop runs, Ctrl-C (SIGINT) or SIGTERM only sets ``flag["stop"]`` to the signal's
+    number, which the loop reads after each step, so that a step is never cut in half and the
+    checkpoint at the interrupt resumes bit for bit; a second signal interrupts at once. A
+    signal the process ignores stays ignored (SIGINT in a background job, nohup). Outside the
+    main thread, a no-op."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
+    caught = [s for s, h in previous.items() if h is not None and h is not signal.SIG_IGN]
 
     def handler(signum, frame):
         if flag["stop"]:
             raise KeyboardInterrupt
-        flag["stop"] = True
+        flag["stop"] = signum
 
-    signal.signal(signal.SIGINT, handler)
+    for s in caught:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in caught:
+            signal.signal(s, previous[s])
+
+
+def stopped_by(flag: dict) -> str:
+    """The words for the signal that set ``flag["stop"]``: '' for Ctrl-C, ' (SIGTERM)' for a kill."""
+    return "" if flag["stop"] == signal.SIGINT else f" ({signal.Signals(flag['stop']).name})"
 
 
 def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt: dict, *, progress=False, log=print,
@@ -645,8 +656,8 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
         if interrupt["stop"]:
             bar.close()
             checkpoint()
-            raise Interrupted(f"{cfg.name}: interrupted at {run.samples_seen:,} samples; checkpoint {ckpt_path} "
-                              f"written: rerun the same command to resume")
+            raise Interrupted(f"{cfg.name}: interrupted{stopped_by(interrupt)} at {run.samples_seen:,} samples; checkpoint "
+                              f"{ckpt_path} written: rerun the same command to resume", signum=interrupt["stop"])
         if deadline is not None and time.time() >= deadline:
             bar.close()
             checkpoint()

@@ -90,9 +90,9 @@ def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1, path="the r
         cfg = rerun_config(recorded, samples, data_dir, tmp, threads, path)
         try:
             return train(cfg, progress=False, log=lambda *a: None)
-        except Interrupted:
+        except Interrupted as e:
             raise Interrupted(f"verify of {path} interrupted; its re-run was in a temporary folder, now removed, and "
-                              f"no verdict was written: rerun the command to verify") from None
+                              f"no verdict was written: rerun the command to verify", signum=e.signum) from None
 
 
 def verify_path(results_path, out_dir=None) -> Path:
