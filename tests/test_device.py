@@ -329,16 +329,18 @@ def test_the_pace_is_judged_against_the_cpu_records():
 def test_a_lease_runs_its_gated_pieces_only_as_the_pace_verdict_allows(tmp_path, data_dir):
     """tools/gpu_lease.sh rehearsed on the CPU (its GPU check fails at once, the pace study is
     skipped, the verdict given): 5 leaves a gated piece unbegun, 4 runs it without the compiler,
-    6 with the CPU's draws."""
+    6 with the CPU's draws; what comes back is one tarball in parts."""
+    import io
     import os
     import shutil
+    import tarfile
 
     from vae_utils.records import REPO_ROOT
 
     shutil.copytree(REPO_ROOT / "tools", tmp_path / "tools")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "AEVB_DATA_DIR": str(data_dir),
            "BUDGET": "smoke", "DEVICE": "cpu", "CHECK_SECONDS": "30", "PACE_SECONDS": "0", "PACK_SECONDS": "0",
-           "OUT": str(tmp_path / "OUT")}
+           "OUT": str(tmp_path / "OUT"), "PART_BYTES": "300"}
 
     def lease(verdict, out):
         piece = f"gated:--datasets frey_face --algorithms aevb --latents 2 --target 2000 --output-dir {out}"
@@ -354,6 +356,13 @@ def test_a_lease_runs_its_gated_pieces_only_as_the_pace_verdict_allows(tmp_path,
         (record,) = (tmp_path / verdict).glob("results/aevb_*.json")
         r = json.loads(record.read_text())
         assert r["config"][field[0]] == field[1] and r["samples_seen"] == 2000
+    # what comes back is the tarball alone, in parts of PART_BYTES (a call returns at most 8 files of 16 MiB),
+    # and it holds the call's own files and the logs (of the last call, its piece run)
+    back = sorted(p.name for p in (tmp_path / "OUT").iterdir())
+    assert len(back) >= 2 and back == [f"smoke.tar.gz.{i}" for i in range(len(back))], back
+    with tarfile.open(fileobj=io.BytesIO(b"".join((tmp_path / "OUT" / n).read_bytes() for n in back))) as tar:
+        names = set(tar.getnames())
+    assert {"env.log", "gpu_check.log", "started", "new_checkpoints.txt", "logs/gpu_piece1.log"} <= names, names
 
 
 @pytest.mark.cuda
@@ -439,15 +448,24 @@ def test_a_leases_tarball_installs_only_what_goes_further_than_here(tmp_path):
              "results/paper/other_run.json": record("other_run", 14, shift=0.5),
              "results/paper/locked.json": record("locked", 14), "checkpoints/paper/locked.pt": b"state 2",
              "results/paper/new.json": record("new", 14), "logs/gpu_piece1.log": b"piece 1"}
+    files["pace.json"] = b"{}"  # the call's own files, packed beside the logs
     lease.mkdir()
     with tarfile.open(lease / "paper.tar.gz", "w:gz") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    assert tool.parts(lease / "paper.tar.gz") == [lease / "paper.tar.gz"]  # a tarball whole, as the first lease's
+    whole = (lease / "paper.tar.gz").read_bytes()  # in parts, as gpu_lease.sh now returns it
+    (lease / "paper.tar.gz").unlink()
+    for i in range(3):
+        (lease / f"paper.tar.gz.{i}").write_bytes(whole[i * len(whole) // 3:(i + 1) * len(whole) // 3])
+    assert tool.parts(lease) == tool.parts(lease / "paper.tar.gz.0") == [lease / f"paper.tar.gz.{i}" for i in range(3)]
+    with pytest.raises(FileNotFoundError, match="no such tarball"):
+        tool.parts(lease / "paper.tar.gz")
     lines = []
     with RunLock(here / "checkpoints/paper/locked.pt"):
-        refused = tool.unpack(lease / "paper.tar.gz", root=here, log=lines.append)
+        refused = tool.unpack(lease, root=here, log=lines.append)
     assert refused == 2 and len(lines) == 4 and all("\n" not in line for line in lines)
     got = lambda p: (here / p).read_bytes() if (here / p).exists() else None  # noqa: E731
     assert got("results/paper/further.json") == files["results/paper/further.json"]
@@ -458,7 +476,7 @@ def test_a_leases_tarball_installs_only_what_goes_further_than_here(tmp_path):
     assert got("results/paper/locked.json") == local["locked"] and got("checkpoints/paper/locked.pt") is None
     assert any("locked: run locked is already being trained" in line for line in lines)
     assert got("results/paper/new.json") == files["results/paper/new.json"]
-    assert got("logs/lease1/gpu_piece1.log") == b"piece 1"
+    assert got("logs/lease1/gpu_piece1.log") == b"piece 1" and got("logs/lease1/pace.json") == b"{}"
     # the same tarball again: the run no longer being trained is installed now, the other run still refused
     lines.clear()
-    assert tool.unpack(lease / "paper.tar.gz", root=here, log=lines.append) == 1 and len(lines) == 2
+    assert tool.unpack(lease / "paper.tar.gz.0", root=here, log=lines.append) == 1 and len(lines) == 2

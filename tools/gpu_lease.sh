@@ -9,8 +9,10 @@
 #      AEVB pieces only: another algorithm's piece is refused), not at all otherwise;
 #   3. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
 #      at the lease's deadline (SECONDS from the start, less a margin for packing);
-#   4. results/paper, the checkpoints these pieces wrote and the logs, packed into $OUT/paper.tar.gz
-#      (back home, `python tools/gpu_unpack.py` installs from it only what goes further than there).
+#   4. results/paper, the checkpoints these pieces wrote, the logs and the files of steps 1-2 (gpu_tests.log,
+#      benchmarks_cuda.json, pace.json, ...), packed into one tarball in parts $OUT/paper.tar.gz.0, .1, ...
+#      of 15 MiB (a call returns at most 8 files of 16 MiB); back home, `python tools/gpu_unpack.py
+#      /work/.device/N` installs from it only what goes further than there, and the rest in logs/.
 # Usage:  bash tools/gpu_lease.sh SECONDS 'PIECE ARGS' ['PIECE ARGS' ...]
 #   e.g.  bash tools/gpu_lease.sh 540 '--datasets mnist --algorithms aevb --latents 20 --seed 1 --target 1e8' \
 #                                      'gated:--datasets mnist --algorithms aevb --latents 3'
@@ -25,9 +27,22 @@ mkdir -p "$out" logs
 budget=${BUDGET:-paper} device=${DEVICE:-cuda}
 export PYTHONUNBUFFERED=1 AEVB_DATA_DIR=${AEVB_DATA_DIR:-$PWD/data}
 left() { echo $(( seconds - ($(date +%s) - start) )); }
-pack() {  # what comes back: every record of the paper budget, the checkpoints written here, the logs
+pack() {  # what comes back: one tarball (every record of the budget, the checkpoints written here, the logs and
+  # this call's own files from $OUT) in parts of PART_BYTES, since a call returns at most 8 files of 16 MiB
+  # (64 MiB in all): the loose files would be 9 with pace.json, and five checkpoints alone exceed 16 MiB
   find "checkpoints/$budget" -name '*.pt' -newer "$out/started" 2>/dev/null > "$out/new_checkpoints.txt"
-  tar czf "$out/$budget.tar.gz" "results/$budget" -T "$out/new_checkpoints.txt" logs/gpu_*.log 2>/dev/null
+  local own
+  own=$(cd "$out" && ls -A | grep -v "^$budget\.tar\.gz")
+  rm -f "$out/$budget.tar.gz."*  # an earlier call's parts, where $OUT is reused (a rehearsal)
+  # shellcheck disable=SC2086
+  tar czf - "results/$budget" -T "$out/new_checkpoints.txt" logs/gpu_*.log -C "$out" $own 2>/dev/null \
+    | split -b "${PART_BYTES:-15m}" -d -a 1 - "$out/$budget.tar.gz."
+  (cd "$out" && rm -f $own)
+  local bytes
+  bytes=$(cat "$out/$budget.tar.gz."* | wc -c)
+  if [ "$bytes" -gt 62914560 ]; then  # 60 MiB: over the 64 MiB a call returns, with a margin
+    echo "pack: the tarball is $bytes bytes, more than a call returns: carry fewer checkpoints next time"
+  fi
   ls -l "$out"
 }
 touch "$out/started"
