@@ -112,10 +112,10 @@ def test_the_seed_table_holds_each_devices_runs_to_the_papers_curve(tmp_path, mo
     paper = T._paper()
     theirs = lambda x: paper_value(paper, "figure2", "mnist", 20, "aevb", "train", x)  # noqa: E731
 
-    def write(seed, device, shift):
+    def write(seed, device, shift, **draws):
         r = json.loads(json.dumps(template))
         r["config"]["seed"], r["name"] = seed, f"aevb_mnist_nz20_h500_grey_n50000_seed{seed}"
-        r["devices"] = [{"device": device, "from_samples": 0}]
+        r["devices"] = [{"device": device, "from_samples": 0, **draws}]
         for pt in r["curve"]:
             v = theirs(pt["samples"])
             pt["train"] = pt["train"] if v is None else v + shift
@@ -133,3 +133,10 @@ def test_the_seed_table_holds_each_devices_runs_to_the_papers_curve(tmp_path, mo
     assert f"**cpu** (1 run): within the digitization (±0.5) plus twice the seeds' sd at 0 of {points} points; " \
            f"outside at -1.00 at" in table and table.count("(margin 0.50)") == points
     assert "| seed 1 (paper budget) | cuda (NVIDIA H200) | 1.78e8 |" in table
+    # a GPU run on the CPU's draws (draws="cpu") is a way of its own: held to the paper apart from the GPU's own
+    write(3, "cuda", -1.0, draws="cpu")
+    table = T.paper_seeds()
+    assert f"**cuda** (2 runs): within the digitization (±0.5) plus twice the seeds' sd at {points} of {points} " \
+           f"points;" in table and "| seed 3 (paper budget) | cuda with cpu draws (NVIDIA H200) |" in table
+    assert f"**cuda with cpu draws** (1 run): within the digitization (±0.5) plus twice the seeds' sd at 0 of " \
+           f"{points} points; outside at -1.00 at" in table

@@ -161,9 +161,11 @@ def figure3(budget: str) -> str:
 
 
 def _devices(r: dict) -> str:
-    """Where a run trained: 'cpu', or 'cpu, cuda from 5e7'."""
+    """Where a run trained: 'cpu', 'cpu, cuda from 5e7', or 'cuda with cpu draws' (``draws="cpu"``:
+    the CPU generator's minibatches and noise, a way of its own beside the device's)."""
     ds = r.get("devices") or [{"device": "cpu", "from_samples": 0}]
-    return ", ".join(d["device"] + (f" from {_count(d['from_samples'])}" if d["from_samples"] else "") for d in ds)
+    return ", ".join(d["device"] + (f" with {d['draws']} draws" if d.get("draws") else "")
+                     + (f" from {_count(d['from_samples'])}" if d["from_samples"] else "") for d in ds)
 
 
 PROGRESS_FROM = 3e6  # from where a curve is held to the paper's (earlier, the digitized curves are too coarse)
