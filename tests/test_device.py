@@ -480,3 +480,48 @@ def test_a_leases_tarball_installs_only_what_goes_further_than_here(tmp_path):
     # the same tarball again: the run no longer being trained is installed now, the other run still refused
     lines.clear()
     assert tool.unpack(lease / "paper.tar.gz.0", root=here, log=lines.append) == 1 and len(lines) == 2
+
+
+def test_a_lease_is_prepared_here_and_refused_before_any_device_time_when_it_would_not_fit(tmp_path):
+    """tools/gpu_prepare.py: data/ and .gitcopy (a shallow clone of HEAD, excluded from git) are
+    made, the carry list names them and the checkpoints; a missing checkpoint, one outside the
+    checkout or a carry over the limit is refused in one line, and nothing is made then."""
+    import subprocess
+
+    tool = _tool("gpu_prepare")
+    root, data = tmp_path / "repo", tmp_path / "data"
+    (root / "checkpoints/paper").mkdir(parents=True)
+    data.mkdir()
+    (data / "mnist.idx").write_bytes(b"x" * 1000)
+    (root / "README.md").write_text("tree\n")
+    (root / ".gitignore").write_text("checkpoints/\ndata/\n")
+    (root / "checkpoints/paper/run.pt").write_bytes(b"w" * 5000)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=root, check=True)
+    (root / "notes.txt").write_text("untracked, not ignored: it travels too\n")
+    (tmp_path / "elsewhere.pt").write_bytes(b"w")
+
+    for ckpts, limit, words in (([Path("checkpoints/paper/gone.pt")], tool.LIMIT, "no checkpoint checkpoints/paper/gone.pt"),
+                                ([tmp_path / "elsewhere.pt"], tool.LIMIT, "is outside the checkout"),
+                                ([Path("checkpoints/paper/run.pt")], 6000, "more than the 0 MiB it may: name fewer")):
+        with pytest.raises((ValueError, FileNotFoundError), match=words) as e:
+            tool.prepare(root, data, ckpts, limit=limit)
+        assert "\n" not in str(e.value) and not (root / "data").exists() and not (root / ".gitcopy").exists()
+    with pytest.raises(FileNotFoundError, match="pass --data-dir or set AEVB_DATA_DIR"):
+        tool.prepare(root, None, [])
+
+    carry, total = tool.prepare(root, data, [Path("checkpoints/paper/run.pt")])
+    assert carry == ["data", ".gitcopy", "checkpoints/paper/run.pt"]
+    assert (root / "data/mnist.idx").read_bytes() == b"x" * 1000
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    copied = subprocess.run(["git", "--git-dir", str(root / ".gitcopy"), "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout
+    assert copied == head and "/.gitcopy/" in (root / ".git/info/exclude").read_text().splitlines()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    assert ".gitcopy" not in status and "notes.txt" in status  # the copy is not part of the tree
+    assert total >= 1000 + 5000 + len("tree\n") + len("untracked, not ignored: it travels too\n")
+    # prepared again (a later commit): made afresh, the exclude line once
+    tool.prepare(root, data, [])
+    assert (root / ".git/info/exclude").read_text().splitlines().count("/.gitcopy/") == 1

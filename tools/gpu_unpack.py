@@ -5,8 +5,9 @@ than the one here, and nothing else is touched.
 
     python tools/gpu_unpack.py /work/.device/1 /work/.device/2 ...
 
-Give the calls' folders (or a tarball, whole or its first part) in the order of the calls. The tarball holds every record of the budget as the
-lease found it, so most are older than this checkout's where pieces trained here meanwhile:
+Give the calls' folders (or a tarball, whole or its first part) in the order of the calls. The
+tarball holds every record of the budget as the lease found it, so most are older than this
+checkout's where pieces trained here meanwhile:
 - no record here: installed;
 - the tarball's curve keeps every point of the one here and reaches further: installed;
 - the one here keeps every point of the tarball's: kept (it is as far or further);
