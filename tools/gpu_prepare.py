@@ -51,7 +51,7 @@ def prepare(root: Path, data_dir: Path | None, checkpoints: list[Path], limit: i
         raise FileNotFoundError(f"the data folder {data_dir} is not there: pass --data-dir or set AEVB_DATA_DIR")
     ckpts = []
     for c in checkpoints:
-        path = (root / c).resolve() if not Path(c).is_absolute() else Path(c).resolve()
+        path = (root / c).resolve()  # an absolute c stays itself
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint {c}: name the checkpoints of the runs the pieces go on from")
         if not path.is_relative_to(root.resolve()):
