@@ -24,25 +24,45 @@ SCRIPT = textwrap.dedent("""
     from vae_utils.sweep import sweep_runs
     from vae_utils.train import TrainConfig
     root = sys.argv[1]
-    cfgs = [TrainConfig(n_z=nz, n_hidden=50, n_train=2000, samples=400_000, lr=0.02, eval_n=500, eval_from=2_000,
+    cfgs = [TrainConfig(n_z=nz, n_hidden=50, n_train=2000, samples=400_000, lr=0.02, eval_n=500, eval_from=100_000,
                         adagrad_warmup=10, checkpoint_every_s=0.5, name=f"s{nz}", results_dir=root + "/results",
                         checkpoint_dir=root + "/ckpt") for nz in (3, 5)]
     sweep_runs(cfgs, progress=False)
 """)
 
 
-def _run_sweep(root, **kw):
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root)], env=dict(os.environ, PYTHONHASHSEED="0"), **kw)
+def _run_sweep(root, script=SCRIPT, **kw):
+    return subprocess.Popen([sys.executable, "-c", script, str(root)], env=dict(os.environ, PYTHONHASHSEED="0"), **kw)
+
+
+# the same sweep, its only checkpoints at its few evaluation points (so that one between them is the stop's), its end
+# the CLI's
+STOPPABLE = SCRIPT.replace("checkpoint_every_s=0.5", "checkpoint_every_s=3600").replace(
+    "\nsweep_runs(cfgs, progress=False)\n", textwrap.dedent("""
+    from vae_utils.records import Interrupted
+    try:
+        sweep_runs(cfgs, progress=False)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
+    """))
+assert "except Interrupted" in STOPPABLE
+
+
+@pytest.fixture(scope="module")
+def whole_sweep(tmp_path_factory, data_dir):
+    """The sweep run through, uninterrupted."""
+    root = tmp_path_factory.mktemp("whole")
+    assert _run_sweep(root).wait(timeout=600) == 0
+    return root
 
 
 def _state(root, name):
     return T.load_checkpoint(root / "ckpt" / f"{name}.pt")["run"]
 
 
-def test_a_sweep_killed_with_sigkill_resumes_to_the_same_final_states(tmp_path, data_dir):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert _run_sweep(whole).wait(timeout=600) == 0
-
+def test_a_sweep_killed_with_sigkill_resumes_to_the_same_final_states(tmp_path, whole_sweep):
+    whole, killed = whole_sweep, tmp_path / "killed"
     proc = _run_sweep(killed)
     ckpts = [killed / "ckpt" / f"s{nz}.pt" for nz in (3, 5)]
     deadline = time.time() + 120
@@ -65,6 +85,85 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_final_states(tmp_path, 
         assert torch.equal(a["rng"], b["rng"])
         for k in a["model"]:
             assert torch.equal(a["model"][k], b["model"][k]), (nz, k)
+
+
+@pytest.mark.parametrize("sig, group", [(signal.SIGINT, True), (signal.SIGINT, False), (signal.SIGTERM, False),
+                                        (signal.SIGTERM, True)],
+                         ids=["ctrl-c-in-a-terminal", "a-kernel-interrupt", "kill", "a-session-ending"])
+def test_a_signal_stops_every_run_of_a_sweep_at_a_checkpoint_and_it_resumes(sig, group, tmp_path, whole_sweep):
+    """Ctrl-C in a terminal (SIGINT to the sweep and its workers), a notebook's interrupt (SIGINT to
+    the sweep alone), `kill` (SIGTERM to the sweep) or a session's end (SIGTERM to every process):
+    each run stops at the end of its step with a checkpoint there (between evaluation points, where
+    no other checkpoint is written), the sweep says so in one line and exits 128 + the signal, no
+    worker outlives it, and called again it ends where the uninterrupted sweep ends."""
+    root = tmp_path / "stopped"
+    proc = _run_sweep(root, STOPPABLE, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    ckpts = {nz: root / "ckpt" / f"s{nz}.pt" for nz in (3, 5)}
+    deadline = time.time() + 120
+    while not all(p.exists() for p in ckpts.values()) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 128 + sig, err
+    words = "" if sig == signal.SIGINT else " (SIGTERM)"
+    assert lines == [f"runs: interrupted{words}; every run it was training stopped at its checkpoint: call it again "
+                     f"to resume"], lines
+    for nz, p in ckpts.items():
+        ckpt = T.load_checkpoint(p)
+        at = ckpt["run"]["samples_seen"]
+        assert 0 < at < 400_000 and at not in {point["samples"] for point in ckpt["curve"]}, (nz, at)
+        with T.RunLock(p):  # no worker still holds it
+            pass
+    if sig == signal.SIGTERM and group:  # one case resumed: the checkpoints are those of train's own stop
+        assert _run_sweep(root).wait(timeout=600) == 0
+        for nz in (3, 5):
+            a, b = _state(whole_sweep, f"s{nz}"), _state(root, f"s{nz}")
+            assert a["samples_seen"] == b["samples_seen"] == 400_000 and a["steps"] == b["steps"]
+            for k in a["model"]:
+                assert torch.equal(a["model"][k], b["model"][k]), (nz, k)
+
+
+def test_a_sweep_in_threads_stops_its_runs_at_their_checkpoints(tmp_path, data_dir):
+    """Threads cannot be killed: a failing task asks the runs still training in the sweep's threads
+    to stop (``train.request_stop``); each writes its checkpoint and ends before the sweep raises."""
+    import threading
+
+    started = threading.Event()
+
+    def fail(report):
+        started.wait(60)
+        time.sleep(0.3)
+        raise ValueError("a task failed")
+
+    def run(cfg, report):
+        started.set()
+        return T.train(cfg, progress=False, log=lambda *a: None)
+
+    cfg = small_config(tmp_path, n_hidden=50, samples=10_000_000, checkpoint_every_s=3600, name="t")
+    tasks = [sweep.Task(fail, (), "fail", work=1.0), sweep.Task(run, (cfg,), "t", work=2.0)]
+    t0 = time.time()
+    with pytest.raises(ValueError, match="a task failed"):
+        sweep.sweep(tasks, executor=ThreadPoolExecutor(2), progress=False)
+    assert time.time() - t0 < 60
+    ckpt = T.load_checkpoint(tmp_path / "ckpt" / "t.pt")
+    assert 0 < ckpt["run"]["samples_seen"] < 10_000_000
+    assert not T._LOOPS, "no loop still runs"
+
+
+def test_a_second_sigterm_does_not_hurry_a_stop_but_a_second_ctrl_c_does():
+    """A sweep's parent and a session's end may both send SIGTERM: the second changes nothing while
+    the run writes its checkpoint; a person's second Ctrl-C stops at once."""
+    flag = {"stop": False}
+    with T._stop_between_steps(flag):
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
+        assert flag["stop"] == signal.SIGTERM
+        assert T.request_stop(signal.SIGINT) == 1 and flag["stop"] == signal.SIGTERM  # the first reason stays
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert T.request_stop() == 0
 
 
 def test_a_damaged_results_file_is_reported_with_its_path(tmp_path):

@@ -326,8 +326,8 @@ def main(argv=None) -> int:
         print(f"{prog}: {_one_line(e)}", file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted (Ctrl-C) before anything was written; files are written whole or not at all, "
-              f"so rerun the same command to start again", file=sys.stderr)
+        print(f"{prog}: interrupted (Ctrl-C) at once; files are written whole or not at all, so rerun the same "
+              f"command: a run goes on from its last checkpoint, if it had one", file=sys.stderr)
         return 130
     except RunFailed as e:
         print(f"{prog}: {_one_line(e)}", file=sys.stderr)

@@ -17,16 +17,25 @@ that names it.
 
 Progress: every task reports units of work (training samples) through a queue; the sweep
 shows one bar over all tasks, with rate and ETA. On a dask cluster the bar moves as runs finish.
+
+Stopping: Ctrl-C, SIGTERM (a `kill`, a session's end) or a failing task stops every run the
+sweep is training at the end of its step, each with its checkpoint: the sweep's worker processes
+are sent SIGTERM (they ignore Ctrl-C, which the sweep handles for them) and given
+``STOP_GRACE_S`` to write it before they are killed; runs in threads are stopped with
+``train.request_stop``. An interrupted sweep raises ``Interrupted``; calling it again resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,7 +43,10 @@ import torch
 from tqdm.std import tqdm  # plain text: renders in terminals, Jupyter and saved notebooks alike
 
 from . import checks
-from .train import TrainConfig, recorded_results, train
+from .records import Interrupted
+from .train import TimeLimitReached, TrainConfig, recorded_results, request_stop, train
+
+STOP_GRACE_S = 60.0  # how long a stopping sweep waits for its workers' checkpoints before it kills them
 
 
 class MissingResultError(FileNotFoundError):
@@ -99,8 +111,18 @@ class _Reporter:
                 pass
 
 
+_worker = {"own": False, "stopped_by": 0}  # in a worker of ``default_executor``: whether a signal stopped its last run
+
+
 def _run_task(task: Task, q, index: int):
-    return task.fn(*task.args, **task.kwargs, report=_Reporter(q, index))
+    if _worker["stopped_by"]:  # a task queued before the sweep stopped
+        raise Interrupted(f"{task.name}: not started, the sweep is stopping", signum=_worker["stopped_by"])
+    try:
+        return task.fn(*task.args, **task.kwargs, report=_Reporter(q, index))
+    except Interrupted as e:
+        if _worker["own"] and not isinstance(e, TimeLimitReached):
+            _worker["stopped_by"] = e.signum
+        raise
 
 
 def _die_with_parent() -> None:
@@ -119,6 +141,56 @@ def _die_with_parent() -> None:
 def _single_thread_worker() -> None:
     _die_with_parent()
     torch.set_num_threads(1)
+    # Ctrl-C in a terminal reaches the whole process group: the sweep stops its workers itself (SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker["own"] = True
+
+
+class _Stopped(BaseException):
+    """SIGTERM in the process running a sweep (as KeyboardInterrupt is Ctrl-C)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """In the main thread, and unless someone else handles SIGTERM, SIGTERM stops the sweep as
+    Ctrl-C does; once it has, a further SIGTERM changes nothing while the runs write their
+    checkpoints (Ctrl-C then stops at once)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        raise _Stopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_workers(executor: ProcessPoolExecutor, grace: float) -> None:
+    """SIGTERM to each worker process: a worker training a run stops at the end of its step and
+    writes its checkpoint, the pool then sends it home; an idle one ends at once. Whatever is left
+    after ``grace`` seconds (or at a second Ctrl-C) is killed."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    for p in processes:
+        with contextlib.suppress(OSError):
+            os.kill(p.pid, signal.SIGTERM)
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    try:
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in processes:
+            if p.is_alive():
+                p.kill()
 
 
 def default_executor(workers: int = 0) -> ProcessPoolExecutor:
@@ -141,8 +213,9 @@ def sweep(tasks: list[Task], *, executor=None, workers: int = 0, desc: str = "ru
           progress: bool = True, unit: str = "sample") -> list:
     """Run every task (in parallel on ``executor``, default ``default_executor(workers)``; a
     ``concurrent.futures.Executor`` or a ``dask.distributed.Client``) and return their results in
-    task order. A failing task stops the sweep: the others are cancelled (runs keep their
-    checkpoints) and its exception is raised."""
+    task order. A failing task stops the sweep: the others are cancelled or stopped at their
+    checkpoints and its exception is raised; Ctrl-C or SIGTERM stops it so and raises
+    ``Interrupted``."""
     checks.check("workers", workers, int, lambda v: v >= 0, "0 (one per core) or a positive number of processes")
     if not tasks:
         return []
@@ -168,37 +241,48 @@ def sweep(tasks: list[Task], *, executor=None, workers: int = 0, desc: str = "ru
     order = sorted(range(len(tasks)), key=lambda i: -(tasks[i].cost if tasks[i].cost is not None else tasks[i].work))
     futures = {executor.submit(_run_task, tasks[i], q, i): i for i in order}
     pending, finished, last_refresh = set(futures), 0, time.monotonic()
-    try:
-        while pending:
-            just_done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            while q is not None:
-                try:
-                    i, value = q.get_nowait()
-                except (queue_mod.Empty, EOFError, OSError):
-                    break
-                done_work[i] = min(value, tasks[i].work)
-            for f in just_done:
-                i = futures[f]
-                results[i] = f.result()  # raises the task's exception
-                done_work[i], finished = tasks[i].work, finished + 1
-            now = time.monotonic()
-            if just_done or now - last_refresh >= interval:
-                bar.n, last_refresh = sum(done_work), now
-                bar.set_postfix_str(f"{finished}/{len(tasks)} done", refresh=False)
-                bar.refresh()
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        if own:
-            for p in list(getattr(executor, "_processes", {}).values()):  # runs resume from checkpoints
-                p.kill()
-        raise
-    finally:
-        bar.close()
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
-        if manager is not None:
-            manager.shutdown()
+    with _sigterm_stops():
+        try:
+            while pending:
+                just_done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                while q is not None:
+                    try:
+                        i, value = q.get_nowait()
+                    except (queue_mod.Empty, EOFError, OSError):
+                        break
+                    done_work[i] = min(value, tasks[i].work)
+                for f in just_done:
+                    i = futures[f]
+                    results[i] = f.result()  # raises the task's exception
+                    done_work[i], finished = tasks[i].work, finished + 1
+                now = time.monotonic()
+                if just_done or now - last_refresh >= interval:
+                    bar.n, last_refresh = sum(done_work), now
+                    bar.set_postfix_str(f"{finished}/{len(tasks)} done", refresh=False)
+                    bar.refresh()
+        except BaseException as e:
+            for f in futures:
+                f.cancel()
+            bar.close()
+            signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) else e.signum if isinstance(e, _Stopped) else None
+            if own:
+                _stop_workers(executor, STOP_GRACE_S)
+            elif isinstance(executor, ThreadPoolExecutor):  # runs in this process's threads, asked until they stop
+                deadline = time.monotonic() + STOP_GRACE_S
+                while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                    request_stop(signum or signal.SIGTERM)
+                    wait(futures, timeout=0.2)
+            if signum:
+                words = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+                raise Interrupted(f"{desc}: interrupted{words}; every run it was training stopped at its checkpoint: "
+                                  f"call it again to resume", signum=signum) from None
+            raise
+        finally:
+            bar.close()
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
+            if manager is not None:
+                manager.shutdown()
     return results
 
 

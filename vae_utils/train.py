@@ -475,29 +475,43 @@ def drive(run_session, stop: dict) -> dict:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, a scheduler or a session ending the job
+_LOOPS: list[dict] = []  # the stop flags of the training loops this process runs now (``request_stop``)
+
+
+def request_stop(signum: int = signal.SIGTERM) -> int:
+    """Stop every training loop this process runs now as the signal ``signum`` would, without
+    sending one: each at the end of its step, with its checkpoint (a sweep so stops runs it trains
+    in threads, where no signal reaches). Returns how many loops were running."""
+    for flag in list(_LOOPS):
+        flag["stop"] = flag["stop"] or signum
+    return len(_LOOPS)
 
 
 @contextlib.contextmanager
 def _stop_between_steps(flag: dict):
     """While the loop runs, Ctrl-C (SIGINT) or SIGTERM only sets ``flag["stop"]`` to the signal's
     number, which the loop reads after each step, so that a step is never cut in half and the
-    checkpoint at the interrupt resumes bit for bit; a second signal interrupts at once. A
-    signal the process ignores stays ignored (SIGINT in a background job, nohup). Outside the
-    main thread, a no-op."""
+    checkpoint at the interrupt resumes bit for bit. A second Ctrl-C interrupts at once (a person
+    who will not wait); SIGTERM while the stop is under way changes nothing (a sweep's parent and
+    a session's end may both send one; SIGKILL is what stops at once). A signal the process
+    ignores stays ignored (SIGINT in a background job, nohup). Outside the main thread no
+    handler is set; ``request_stop`` still reaches the loop."""
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
     caught = [s for s, h in previous.items() if h is not None and h is not signal.SIG_IGN]
 
     def handler(signum, frame):
-        if flag["stop"]:
+        if flag["stop"] and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        flag["stop"] = signum
+        flag["stop"] = flag["stop"] or signum
 
     for s in caught:
         signal.signal(s, handler)
+    _LOOPS.append(flag)
     try:
         yield flag
     finally:
+        _LOOPS.remove(flag)
         for s in caught:
             signal.signal(s, previous[s])
 
