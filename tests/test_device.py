@@ -303,6 +303,26 @@ def test_the_pace_study_checks_the_draws_themselves(device):
     assert tool.draw_statistics(beyond, eps, 50000)["index_out_of_range"] == 2
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_checkpoint_is_scored_again_as_its_curve_scored_it(tmp_path, data_dir, device):
+    """``device_pace.py --rescore``: a model scored again at its last evaluation point by its curve's
+    own bound; on the device that trained it, with the record's seed, the recorded value itself; on
+    a GPU within the bound's noise. A checkpoint past its last evaluation point is refused."""
+    tool = _tool("device_pace")
+    cfg = small_config(tmp_path, samples=20_000, eval_n=2000, data_dir=str(data_dir))
+    train(cfg, progress=False, log=lambda *a: None)
+    r = tool.rescore(tmp_path / "ckpt" / "t.pt", device, data_dir, seeds=(1000, 1001))
+    assert r["samples"] == 20_000 and r["trained_on"] == ["cpu"] and r["scored_on"] == device
+    for split in ("train", "test"):
+        recorded, here = r[split]["recorded"], r[split]["here"]
+        assert recorded < -150 and here[0] != here[1]  # a young model; another seed, other noise
+        assert (here[0] == recorded) if device == "cpu" else abs(here[0] - recorded) < 0.5
+    further = dataclasses.replace(cfg, samples=40_000, name="u")
+    train(further, progress=False, log=lambda *a: None, stop_after_steps=37)
+    with pytest.raises(ValueError, match=r"u.pt is at \d[\d,]* samples, past its last evaluation point"):
+        tool.rescore(tmp_path / "ckpt" / "u.pt", device, data_dir)
+
+
 def test_the_pace_is_judged_against_the_cpu_records():
     """The verdict that gates a lease's Figure-2 pieces: 0 when the compiled step keeps the CPU
     records' pace, 4 when the eager one does, 6 when only the CPU's draws do, 5 when none; the first GPU runs' numbers

@@ -30,8 +30,14 @@ mean, sd being theirs. Exit status: 0 when
 `own` keeps it, 4 when `eager` does (train without the compiler: ``piece --compile no``), 6 when
 only `cpu` does (the device's draws are the cause: ``piece --draws cpu``), 5 when none does.
 
+``--rescore CKPT ...`` asks the other question, whether the devices *measure* alike: a
+checkpoint's model at its last evaluation point scored again on --device by the same bound
+(``lower_bound``, SGVB B, 1 noise draw per image), its noise drawn from that device's generator
+with the record's seed (1000) and four more, beside the value its run recorded.
+
     python tools/device_pace.py --device cuda --seeds 1,2 --samples 3.2e6 --out pace.json
     python tools/device_pace.py --judge pace.json
+    python tools/device_pace.py --device cpu --rescore checkpoints/paper/RUN.pt --out rescore.json
 """
 from __future__ import annotations
 
@@ -193,6 +199,32 @@ def judge(study: dict, log=print) -> int:
     return 0 if kept.get("own") else 4 if kept.get("eager") else 6 if kept.get("cpu") else 5
 
 
+RESCORE_SEEDS = (1000, 1001, 1002, 1003, 1004)  # 1000: the seed every curve's evaluation draws its noise with
+
+
+def rescore(path: Path, device: str, data_dir=None, seeds=RESCORE_SEEDS) -> dict:
+    """A checkpoint's model, at its last evaluation point, scored on ``device`` by the bound its
+    curve records (``AEVB.evaluate``: ``lower_bound``, estimator B) with each of ``seeds``."""
+    from vae_utils.estimators import lower_bound
+    from vae_utils.train import evaluation_images, load_checkpoint, load_trained
+
+    ckpt = load_checkpoint(path)
+    point, at = ckpt["curve"][-1], ckpt["run"]["samples_seen"]
+    if point["samples"] != at:
+        raise ValueError(f"checkpoint {path} is at {at:,} samples, past its last evaluation point "
+                         f"({point['samples']:,}): its model there was not scored")
+    model, _ = load_trained(path)
+    model = model.to(device)
+    devices = sorted({s["provenance"].get("device", "cpu") for s in ckpt["sessions"] if "provenance" in s})
+    out = {"checkpoint": path.name, "samples": at, "trained_on": devices, "scored_on": device, "seeds": list(seeds)}
+    for split in ("train", "test"):
+        X = evaluation_images(ckpt["config"], split, ckpt["config"]["eval_n"], data_dir=data_dir).to(device)
+        here = [lower_bound(model, X, "B", seed=s) for s in seeds]
+        out[split] = {"recorded": point[split], "here": here, "here_mean": statistics.fmean(here),
+                      "here_sd": statistics.stdev(here)}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
@@ -203,6 +235,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--judge", type=Path, help="a study's JSON: compare it with the CPU records, exit 0, 4, 6 or 5")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--rescore", type=Path, nargs="+", help="checkpoints whose last evaluation is scored again here")
     a = ap.parse_args(argv)
     if a.judge:
         if not a.judge.is_file():
@@ -214,6 +247,24 @@ def main(argv=None) -> int:
     if a.out.exists():
         print(f"device_pace: {a.out} exists; it is not overwritten (pass another --out)", file=sys.stderr)
         return 2
+    if a.rescore:
+        out = {"settings": {"device": a.device, "rescore": [str(p) for p in a.rescore]}, "provenance": provenance(),
+               "rescored": []}
+        print("| checkpoint | samples | trained on | split | recorded | here, seed 1000 | here, 5 seeds |")
+        print("|---|---|---|---|---|---|---|")
+        for path in a.rescore:
+            try:
+                r = rescore(path, a.device, a.data_dir)
+            except (OSError, ValueError) as e:
+                print(f"device_pace: {e}", file=sys.stderr)
+                return 2
+            out["rescored"].append(r)
+            for split in ("train", "test"):
+                v = r[split]
+                print(f"| {r['checkpoint']} | {r['samples']:.3g} | {', '.join(r['trained_on'])} | {split} | "
+                      f"{v['recorded']:.3f} | {v['here'][0]:.3f} | {v['here_mean']:.3f} ± {v['here_sd']:.3f} |")
+        a.out.write_text(json.dumps(out, indent=1))
+        return 0
     seeds, ways = [int(s) for s in a.seeds.split(",")], a.ways.split(",")
     out = {"settings": vars(a) | {"out": str(a.out)}, "provenance": provenance(), "draws": {}, "curves": {}}
     if a.draw_steps:
