@@ -97,7 +97,9 @@ def test_a_signal_stops_every_run_of_a_sweep_at_a_checkpoint_and_it_resumes(sig,
     no other checkpoint is written), the sweep says so in one line and exits 128 + the signal, no
     worker outlives it, and called again it ends where the uninterrupted sweep ends."""
     root = tmp_path / "stopped"
-    proc = _run_sweep(root, STOPPABLE, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # its own process group, reached by killpg; Ctrl-C heard even where the suite runs in the background (nohup, `&`)
+    proc = _run_sweep(root, STOPPABLE, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpts = {nz: root / "ckpt" / f"s{nz}.pt" for nz in (3, 5)}
     deadline = time.time() + 120
     while not all(p.exists() for p in ckpts.values()) and time.time() < deadline:
@@ -156,13 +158,17 @@ def test_a_second_sigterm_does_not_hurry_a_stop_but_a_second_ctrl_c_does():
     """A sweep's parent and a session's end may both send SIGTERM: the second changes nothing while
     the run writes its checkpoint; a person's second Ctrl-C stops at once."""
     flag = {"stop": False}
-    with T._stop_between_steps(flag):
-        signal.raise_signal(signal.SIGTERM)
-        signal.raise_signal(signal.SIGTERM)
-        assert flag["stop"] == signal.SIGTERM
-        assert T.request_stop(signal.SIGINT) == 1 and flag["stop"] == signal.SIGTERM  # the first reason stays
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
+    heard = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even in a suite run in the background
+    try:
+        with T._stop_between_steps(flag):
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            assert flag["stop"] == signal.SIGTERM
+            assert T.request_stop(signal.SIGINT) == 1 and flag["stop"] == signal.SIGTERM  # the first reason stays
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, heard)
     assert T.request_stop() == 0
 
 
