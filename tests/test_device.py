@@ -309,7 +309,8 @@ def test_a_checkpoint_is_scored_again_as_its_curve_scored_it(tmp_path, data_dir,
     own bound; on the device that trained it, with the record's seed, the recorded value itself; on
     a GPU within the bound's noise. A checkpoint past its last evaluation point is refused."""
     tool = _tool("device_pace")
-    cfg = small_config(tmp_path, samples=20_000, eval_n=2000, data_dir=str(data_dir))
+    # trained on the CPU, scored on `device`
+    cfg = small_config(tmp_path, samples=20_000, eval_n=2000, data_dir=str(data_dir), device="cpu")
     train(cfg, progress=False, log=lambda *a: None)
     r = tool.rescore(tmp_path / "ckpt" / "t.pt", device, data_dir, seeds=(1000, 1001))
     assert r["samples"] == 20_000 and r["trained_on"] == ["cpu"] and r["scored_on"] == device
