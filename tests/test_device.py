@@ -112,10 +112,48 @@ def test_a_cpu_run_goes_on_on_a_device_with_its_own_draws(tmp_path, data_dir, de
         assert all(abs(a - b) < 1.0 for a, b in pairs)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_wake_sleep_run_goes_on_on_a_device_with_the_cpus_draws(tmp_path, data_dir, device):
+    """draws='cpu' for MNIST's wake-sleep: the minibatch, both noises and the dream's pixels drawn by
+    the CPU's generator as its run draws them (the pixels as [u < p], the CPU's Bernoulli draw bit
+    for bit), so a CPU checkpoint goes on on a GPU with its own stream, within rounding's drift of
+    the CPU run; on the CPU it is the run itself."""
+    cfg = small_config(tmp_path, algorithm="wake_sleep", data_dir=str(data_dir), device="cpu", samples=20_000)
+    whole = train(dataclasses.replace(cfg, name="whole"), **QUIET)
+    train(cfg, stop_after_steps=60, **QUIET)
+    record = train(dataclasses.replace(cfg, device=device, draws="cpu"), **QUIET)
+    went_on = [] if device == "cpu" else [{"device": device, "from_samples": 6000, "draws": "cpu"}]
+    assert record["devices"] == [{"device": "cpu", "from_samples": 0}, *went_on]
+    assert record["config"]["gradient"] == "by_hand" and record["config"]["draws"] == "cpu"
+    pairs = [(p["train"], q["train"]) for p, q in zip(record["curve"], whole["curve"])]
+    assert len(pairs) == len(whole["curve"]) > 3
+    if device == "cpu":
+        assert all(a == b for a, b in pairs)
+    else:
+        assert all(abs(a - b) < 1.0 for a, b in pairs), pairs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_dream_drawn_from_uniforms_is_the_cpus_bernoulli_draw(dtype):
+    """``bernoulli_by_uniforms``: [u < p] with u from the generator is torch.bernoulli's own draw on
+    the CPU, pixel for pixel, and leaves the generator where torch.bernoulli leaves it."""
+    from vae_utils.algorithms import bernoulli_by_uniforms
+
+    probs = torch.rand(100, 784, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    probs[0, :4] = torch.tensor([0.0, 1.0, 0.5, 1e-7], dtype=dtype)
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(bernoulli_by_uniforms(probs, a), torch.bernoulli(probs, generator=b))
+    assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
+
+
 @pytest.mark.parametrize("cfg, message", [
-    (dict(algorithm="wake_sleep", draws="cpu"), "draws='cpu' does not apply to algorithm='wake_sleep'"),
-    (dict(estimator="A", draws="cpu"), "draws='cpu' is written for AEVB's step with its gradient by hand"),
-    (dict(gradient="autograd", draws="cpu"), "draws='cpu' is written for AEVB's step with its gradient by hand"),
+    (dict(algorithm="mcem", draws="cpu"), "draws='cpu' does not apply to algorithm='mcem'"),
+    (dict(estimator="A", draws="cpu"), "draws='cpu' is written for the steps with their gradient by hand"),
+    (dict(gradient="autograd", draws="cpu"), "draws='cpu' is written for the steps with their gradient by hand"),
+    (dict(algorithm="wake_sleep", dataset="frey_face", draws="cpu"),
+     "draws='cpu' is written for the steps with their gradient by hand (AEVB with estimator B; wake-sleep on MNIST"),
+    (dict(algorithm="wake_sleep", gradient="autograd", draws="cpu"),
+     "algorithm='wake_sleep', dataset='mnist', estimator='B', gradient='autograd' needs draws='device'"),
     (dict(binarize="dynamic", draws="cpu"), "draws='cpu' is not allowed with binarize='dynamic'"),
     (dict(draws="gpu"), "draws='gpu' is not allowed: expected 'device' or 'cpu'"),
 ])
@@ -296,11 +334,62 @@ def test_the_pace_study_checks_the_draws_themselves(device):
     assert "index_repeats_z" in suspect(i=same)
     assert suspect(e=0.97 * eps) == ["noise_variance_z"]
     tied = eps.clone()
-    tied[:, :100] = 0.99 * eps[:, :100] + 0.14 * (idx / 50000 - 0.5)  # noise that leans on its datapoint's index
+    first = tied.view(2000, 100, 20)[:, :, 0]  # each datapoint's first latent dimension, as drawn (L = 1, M, Z)
+    first.copy_(0.99 * first + 0.14 * (idx / 50000 - 0.5))  # noise that leans on its datapoint's index
     assert suspect(e=tied) == ["noise_index_z"]
+    # within a step: neighbours that cancel; datapoints whose noise cancels over the minibatch; places
+    # of other variances (the pooled one still 1); tails cut short
+    neighbours = eps.clone()
+    neighbours[:, 1::2] = -0.5 * neighbours[:, 0::2] + 0.866 * neighbours[:, 1::2]
+    assert suspect(e=neighbours) == ["noise_within_lag1_z"]
+    pairs = eps.clone().view(2000, 100, 20)
+    pairs[:, 1::2] = -pairs[:, 0::2]
+    assert "noise_minibatch_sum_z" in suspect(e=pairs.view(2000, 2000))
+    places = eps.clone().view(2000, 100, 20)
+    places[:, :, :10] *= 0.9
+    places[:, :, 10:] *= (2 - 0.81) ** 0.5
+    assert "noise_place_variance_z" in suspect(e=places.view(2000, 2000))
+    assert "noise_kurtosis_z" in suspect(e=eps.clamp(-2.5, 2.5) / eps.clamp(-2.5, 2.5).std())
     beyond = idx.clone()
     beyond[5, 7], beyond[9, 3] = 50000, -1
     assert tool.draw_statistics(beyond, eps, 50000)["index_out_of_range"] == 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_recorded_draws_replay_in_a_cpu_run(tmp_path, data_dir, device):
+    """``device_pace.py --record-draws`` keeps a run's draws on ``device`` (the indices of every step,
+    the noise of the first steps) as the run draws them; ``--replay`` trains a CPU run on them: on its
+    own recorded draws the CPU run itself bit for bit; on another seed's indices or noise another run,
+    whose draws past the recorded noise are the CPU run's own."""
+    tool = _tool("device_pace")
+    drawn = tool.record_draws(device, [1, 2], 15000, noise_steps=40)
+    assert drawn["samples"] == 15000 and drawn["noise_steps"] == 40
+    idx, eps = tool.draws_of(device, 1, 150, captured=device != "cpu")
+    one = drawn["seeds"][1]
+    assert one["indices"].dtype == torch.uint16 and one["indices"].shape == (150, 100)
+    assert torch.equal(one["indices"].long(), idx) and torch.equal(one["noise"], eps[:40].float())
+    ticks = (12000, 15000)
+    cpu = tool.pace("cpu", "eager", 1, 15000, data_dir, ticks)
+    if device == "cpu":
+        mine = tool.pace("cpu", "replay-both", 1, 15000, data_dir, ticks, drawn=one)
+        assert [(p["samples"], p["train"]) for p in mine] == [(p["samples"], p["train"]) for p in cpu]
+    for what in ("indices", "noise"):
+        other = tool.pace("cpu", f"replay-{what}", 1, 15000, data_dir, ticks, drawn=drawn["seeds"][2])
+        assert [p["samples"] for p in other] == [12000, 15000]
+        assert all(p["train"] != q["train"] for p, q in zip(other, cpu)), what
+    with pytest.raises(ValueError, match="replays recorded draws in a CPU run"):
+        tool.pace("cpu", "replay-noise", 1, 15000, data_dir, ticks)
+    with pytest.raises(ValueError, match="replay='all' is not allowed"):
+        tool.pace("cpu", "replay-all", 1, 15000, data_dir, ticks, drawn=one)
+    # the command line: a file to replay from, refused in one line where it cannot serve
+    path = tmp_path / "draws.pt"
+    torch.save(drawn | {"provenance": {}}, path)
+    for args, said in ((["--seeds", "3"], "not of [3]"), (["--samples", "2e4"], "fewer than --samples 20,000"),
+                       (["--device", "cuda"], "replays run on --device cpu")):
+        out = tmp_path / f"pace_{args[0][2:]}.json"
+        assert tool.main(["--ways", "replay-indices", "--replay", str(path), "--out", str(out), "--device", "cpu",
+                          "--samples", "15000", "--seeds", "1", *args]) == 2
+        assert not out.exists()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -317,7 +406,7 @@ def test_a_checkpoint_is_scored_again_as_its_curve_scored_it(tmp_path, data_dir,
     for split in ("train", "test"):
         recorded, here = r[split]["recorded"], r[split]["here"]
         assert recorded < -150 and here[0] != here[1]  # a young model; another seed, other noise
-        assert (here[0] == recorded) if device == "cpu" else abs(here[0] - recorded) < 0.5
+        assert (here[0] == recorded) if device == "cpu" else abs(here[0] - recorded) < 0.5, (split, recorded, here)
     further = dataclasses.replace(cfg, samples=40_000, name="u")
     train(further, progress=False, log=lambda *a: None, stop_after_steps=37)
     with pytest.raises(ValueError, match=r"u.pt is at \d[\d,]* samples, past its last evaluation point"):
@@ -350,7 +439,7 @@ def test_the_pace_is_judged_against_the_cpu_records():
 def test_a_lease_runs_its_gated_pieces_only_as_the_pace_verdict_allows(tmp_path, data_dir):
     """tools/gpu_lease.sh rehearsed on the CPU (its GPU check fails at once, the pace study is
     skipped, the verdict given): 5 leaves a gated piece unbegun, 4 runs it without the compiler,
-    6 with the CPU's draws; what comes back is one tarball in parts."""
+    6 with the CPU's draws; what comes back is one tarball in parts, the recorded draws in it."""
     import io
     import os
     import shutil
@@ -361,7 +450,7 @@ def test_a_lease_runs_its_gated_pieces_only_as_the_pace_verdict_allows(tmp_path,
     shutil.copytree(REPO_ROOT / "tools", tmp_path / "tools")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "AEVB_DATA_DIR": str(data_dir),
            "BUDGET": "smoke", "DEVICE": "cpu", "CHECK_SECONDS": "30", "PACE_SECONDS": "0", "PACK_SECONDS": "0",
-           "OUT": str(tmp_path / "OUT"), "PART_BYTES": "300"}
+           "OUT": str(tmp_path / "OUT"), "PART_BYTES": "100000", "PACE_SAMPLES": "2000", "PACE_SEEDS": "1"}
 
     def lease(verdict, out):
         piece = f"gated:--datasets frey_face --algorithms aevb --latents 2 --target 2000 --output-dir {out}"
@@ -383,7 +472,9 @@ def test_a_lease_runs_its_gated_pieces_only_as_the_pace_verdict_allows(tmp_path,
     assert len(back) >= 2 and back == [f"smoke.tar.gz.{i}" for i in range(len(back))], back
     with tarfile.open(fileobj=io.BytesIO(b"".join((tmp_path / "OUT" / n).read_bytes() for n in back))) as tar:
         names = set(tar.getnames())
+        draws = torch.load(io.BytesIO(tar.extractfile("draws.pt").read()))  # the pace runs' draws, recorded
     assert {"env.log", "gpu_check.log", "started", "new_checkpoints.txt", "logs/gpu_piece1.log"} <= names, names
+    assert draws["device"] == "cpu" and draws["samples"] == 2000 and draws["seeds"][1]["indices"].shape == (20, 100)
 
 
 @pytest.mark.cuda

@@ -19,8 +19,18 @@ Before the runs, ``draw_statistics`` checks the draws themselves (seconds): the 
 minibatch indices and noise as a run draws them on --device (on a GPU eagerly and from one captured
 graph), beside the CPU generator's, for what would make a run learn at another pace: indices not
 uniform or repeating from step to step, noise whose mean, variance or step-to-step correlation is
-off, noise equal to an earlier step's, noise tied to the indices. Each is a z-score (or a count
-that should be 0: indices out of range); a |z| over 5 marks the draws suspect.
+off, noise equal to an earlier step's, noise tied to the indices, and within a step: neighbours
+correlated, a latent dimension's sum over the minibatch off (noise that cancels across datapoints
+lowers the gradient's variance though every pooled moment is right), places of unequal variance,
+tails off (kurtosis). Each is a z-score (or a count that should be 0: indices out of range); a |z|
+over 5 marks the draws suspect.
+
+``--record-draws`` writes (to --out, a .pt) the draws of --seeds' runs on --device to --samples:
+every step's minibatch indices and the first 500 steps' noise, to bring back from a GPU. Back on
+a CPU, ``--replay FILE --ways replay-indices,replay-noise,replay-both`` trains the CPU's run with
+the recorded indices in place of its own (its noise its own), the recorded noise of the first
+steps in place of its own (its indices its own), or both, and checks the recorded draws' statistics:
+a lead with the GPU's indices alone names them.
 
 ``--judge PACE_JSON`` then compares each way's mean at its last point with the CPU records of
 MNIST Nz = 20 at the same count (results/standard, seeds 0-2, all trained on a CPU; at 3.16e6 they
@@ -38,6 +48,8 @@ with the record's seed (1000) and four more, beside the value its run recorded.
     python tools/device_pace.py --device cuda --seeds 1,2 --samples 3.2e6 --out pace.json
     python tools/device_pace.py --judge pace.json
     python tools/device_pace.py --device cpu --rescore checkpoints/paper/RUN.pt --out rescore.json
+    python tools/device_pace.py --device cuda --seeds 1,2 --samples 3.2e6 --record-draws --out draws.pt
+    python tools/device_pace.py --device cpu --seeds 1,2 --samples 3.2e6 --ways replay-indices --replay draws.pt --out r.json
 """
 from __future__ import annotations
 
@@ -108,7 +120,16 @@ def draw_statistics(idx: torch.Tensor, eps: torch.Tensor, n: int) -> dict:
     equal = sum(int((eps[k:] == eps[:-k]).sum()) for k in (1, 2, 3, 4))
     pairs = sum(eps[k:].numel() for k in (1, 2, 3, 4))
     u = (idx.double() + 0.5) / n - 0.5  # the index as a centred uniform, to find noise tied to it
-    w = eps[:, :M]  # the first M noise values of each step (the first latent dimension's, L = 1)
+    K = eps.shape[1]
+    per_point = eps.reshape(S, M, K // M) if K % M == 0 else eps[:, :M].unsqueeze(2)  # (L = 1, M, Z) as drawn
+    w = per_point[:, :, 0]  # each datapoint's first latent dimension
+    var = x.var().item()
+    # each place's variance over the steps against the pooled one: (v_k - var) / (var sqrt(2 / (S - 1))) ~ N(0, 1)
+    het = (((eps.var(dim=0) - var) / (var * math.sqrt(2 / (S - 1)))) ** 2).sum().item()
+    # a latent dimension's sum over the minibatch / sqrt(M var) ~ N(0, 1): noise that cancels (or piles
+    # up) across a step's datapoints changes the gradient's variance, not the noise's own
+    sums = (per_point.sum(dim=1) ** 2 / (per_point.shape[1] * var)).sum().item()
+    m4 = (x ** 4).mean().item()
     stats = {
         "index_uniformity_z": (chi2 - (n - 1)) / math.sqrt(2 * (n - 1)),
         "index_out_of_range": int(((idx < 0) | (idx >= n)).sum()),
@@ -122,6 +143,12 @@ def draw_statistics(idx: torch.Tensor, eps: torch.Tensor, n: int) -> dict:
         # corr(u, w) sqrt(n) ~ N(0, 1) when they are independent (u has variance 1/12)
         "noise_index_z": (u * w).mean().item() / math.sqrt(1 / 12) * math.sqrt(u.numel()),
         "noise_next_index_z": (u[1:] * w[:-1]).mean().item() / math.sqrt(1 / 12) * math.sqrt(u[1:].numel()),
+        # within a step: neighbouring values (a datapoint's latent dimensions, then the next datapoint's)
+        "noise_within_lag1_z": (eps[:, 1:] * eps[:, :-1]).mean().item() / var * math.sqrt(eps[:, 1:].numel()),
+        "noise_place_variance_z": (het - (K - 1)) / math.sqrt(2 * (K - 1)),  # chi^2(K - 1)
+        "noise_minibatch_sum_z": (sums - per_point[:, 0].numel()) / math.sqrt(2 * per_point[:, 0].numel()),  # chi^2(S Z)
+        # the tails: a normal's kurtosis is 3, its estimate's sd sqrt(24 / N)
+        "noise_kurtosis_z": (m4 / var ** 2 - 3) / math.sqrt(24 / N),
     }
     stats["suspect"] = [k for k, v in stats.items() if (abs(v) > SUSPECT_Z if k.endswith("_z") else v > 0)]
     return stats
@@ -140,15 +167,60 @@ def draws_study(device: str, seed: int, steps: int = DRAW_STEPS, log=print) -> d
     return study
 
 
-def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=TICKS) -> list[dict]:
-    if way not in WAYS:
-        raise ValueError(f"way={way!r} is not allowed: expected one of {', '.join(WAYS)}")
+RECORD_NOISE_STEPS = 500  # the noise kept of each recorded run: 1e6 values, 4 MB (the indices of 3.16e6 samples are 6.3 MB)
+
+
+def record_draws(device: str, seeds, samples: float, noise_steps: int = RECORD_NOISE_STEPS) -> dict:
+    """The draws of the pace runs on ``device``, kept to be studied and replayed on a CPU: per seed,
+    the minibatch indices of every step to ``samples`` (uint16: MNIST's 50,000 fit) and the noise of
+    the first ``noise_steps`` steps (float32), as the run draws them (on a GPU from one captured graph)."""
+    M = TrainConfig(dataset="mnist").batch_size
+    steps = math.ceil(samples / M)
+    out = {"device": device, "samples": steps * M, "noise_steps": min(noise_steps, steps), "seeds": {}}
+    for seed in seeds:
+        idx, eps = draws_of(device, seed, steps, captured=device != "cpu")
+        out["seeds"][int(seed)] = {"indices": idx.to(torch.uint16), "noise": eps[:noise_steps].float()}
+    return out
+
+
+# substituted in a CPU run by --replay: its minibatch indices, the noise of its first steps, or both
+REPLAYS = ("indices", "noise", "both")
+
+
+def _replaying(algorithm, drawn: dict, what: str) -> None:
+    """Make a CPU run take the recorded ``drawn`` (``record_draws``' entry of one seed) in place of its
+    own minibatch indices (``what`` = indices), the noise of its first steps (noise) or both. The run
+    still makes each of its own draws first, so the rest of its stream is the CPU run's own."""
+    if what not in REPLAYS:
+        raise ValueError(f"replay={what!r} is not allowed: expected one of {', '.join(REPLAYS)}")
+    own_indices, own_noise, made = algorithm.batches.indices, algorithm.noise, {"indices": 0, "noise": 0}
+
+    def take(kind, mine):
+        k, kept = made[kind], drawn[kind]
+        made[kind] += 1
+        return kept[k].reshape(mine.shape).to(mine.dtype) if what in (kind, "both") and k < len(kept) else mine
+    algorithm.batches.indices = lambda: take("indices", own_indices())
+    algorithm.noise = lambda: take("noise", own_noise())
+
+
+def pace(device: str, way: str, seed: int, samples: float, data_dir=None, ticks=TICKS, drawn: dict | None = None,
+         ) -> list[dict]:
+    """A pace run of ``way`` on ``device``; ``way`` 'replay-indices', 'replay-noise' or 'replay-both' is
+    the CPU's eager run with ``drawn`` (a seed's ``record_draws``) in place of its own draws."""
+    replay = way.removeprefix("replay-") if way.startswith("replay-") else None
+    if way not in WAYS and replay is None:
+        raise ValueError(f"way={way!r} is not allowed: expected one of {', '.join(WAYS)} or replay-"
+                         f"{{{','.join(REPLAYS)}}}")
+    if replay is not None and (device != "cpu" or drawn is None):
+        raise ValueError(f"way={way!r} replays recorded draws in a CPU run: device='cpu' and drawn= are needed")
     cfg = TrainConfig(dataset="mnist", n_z=20, n_hidden=500, lr=0.01, samples=int(samples), seed=seed,
                       compile=way == "own", device=device, draws="cpu" if way == "cpu" else "device", threads=1,
                       data_dir=data_dir)
     X_train, X_test = load_data(cfg)
     sets = {k: v.to(device) for k, v in eval_sets(cfg, X_train, X_test).items()}
     run = Run(cfg, cfg.lr, X_train)
+    if replay is not None:
+        _replaying(run.algorithm, drawn, replay)
     ticks, curve, t0 = [round(t) for t in ticks if t <= samples], [], time.perf_counter()
     torch.set_num_threads(cfg.threads)  # as train() runs on a CPU (no effect on a GPU)
     with flush_denormals():
@@ -236,6 +308,10 @@ def main(argv=None) -> int:
     ap.add_argument("--judge", type=Path, help="a study's JSON: compare it with the CPU records, exit 0, 4, 6 or 5")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--rescore", type=Path, nargs="+", help="checkpoints whose last evaluation is scored again here")
+    ap.add_argument("--record-draws", action="store_true",
+                    help="write to --out (a .pt) the draws of --seeds' runs on --device to --samples, to replay on a CPU")
+    ap.add_argument("--replay", type=Path, help="a --record-draws file: the ways replay-indices, replay-noise, "
+                                                "replay-both train CPU runs on its draws")
     a = ap.parse_args(argv)
     if a.judge:
         if not a.judge.is_file():
@@ -266,13 +342,43 @@ def main(argv=None) -> int:
         a.out.write_text(json.dumps(out, indent=1))
         return 0
     seeds, ways = [int(s) for s in a.seeds.split(",")], a.ways.split(",")
-    out = {"settings": vars(a) | {"out": str(a.out)}, "provenance": provenance(), "draws": {}, "curves": {}}
-    if a.draw_steps:
+    if a.record_draws:
+        recorded = record_draws(a.device, seeds, a.samples) | {"provenance": json.loads(json.dumps(provenance()))}
+        torch.save(recorded, a.out)
+        print(f"device_pace: the draws of seeds {a.seeds} on {a.device}, {recorded['samples']:,} samples "
+              f"(noise: the first {recorded['noise_steps']} steps), in {a.out}")
+        return 0
+    drawn = None
+    if any(w.startswith("replay-") for w in ways):
+        if a.replay is None or not a.replay.is_file():
+            print(f"device_pace: the replay ways need --replay, a --record-draws file ({a.replay} is not one)",
+                  file=sys.stderr)
+            return 2
+        drawn = torch.load(a.replay)
+        missing = [s for s in seeds if s not in drawn["seeds"]]
+        problem = ("replays run on --device cpu" if a.device != "cpu" else
+                   f"{a.replay} holds the draws of seeds {sorted(drawn['seeds'])}, not of {missing}" if missing else
+                   f"{a.replay} holds {drawn['samples']:,} samples' draws, fewer than --samples {a.samples:,.0f}"
+                   if drawn["samples"] < a.samples else None)
+        if problem:
+            print(f"device_pace: {problem}", file=sys.stderr)
+            return 2
+    out = {"settings": vars(a) | {"out": str(a.out), "replay": str(a.replay) if a.replay else None},
+           "provenance": provenance(), "draws": {}, "curves": {}}
+    if drawn is not None:  # the recorded draws themselves: their first steps, where both indices and noise were kept
+        out["replayed"] = {"device": drawn["device"], "provenance": drawn["provenance"], "noise_steps": drawn["noise_steps"]}
+        n = TrainConfig(dataset="mnist").n_train
+        for seed in seeds:
+            d, k = drawn["seeds"][seed], drawn["noise_steps"]
+            out["draws"][f"{drawn['device']}/recorded/{seed}"] = draw_statistics(d["indices"][:k].long(),
+                                                                                d["noise"].double(), n)
+    elif a.draw_steps:
         out["draws"] = draws_study(a.device, seeds[0], a.draw_steps, log=lambda line: print(line, flush=True))
         a.out.write_text(json.dumps(out, indent=1))
     for way in ways:
         for seed in seeds:
-            out["curves"][f"{a.device}/{way}/{seed}"] = pace(a.device, way, seed, a.samples, a.data_dir)
+            out["curves"][f"{a.device}/{way}/{seed}"] = pace(a.device, way, seed, a.samples, a.data_dir,
+                                                             drawn=drawn["seeds"][seed] if drawn else None)
             print(f"{a.device} {way} seed {seed}: " + ", ".join(f"{p['samples']:.2e} {p['train']:.2f}"
                                                               for p in out["curves"][f"{a.device}/{way}/{seed}"]),
                   flush=True)

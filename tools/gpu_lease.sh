@@ -6,7 +6,10 @@
 #      (PACE_VERDICT, or given as PACE_VERDICT=0|4|5|6 when the study ran in an earlier call) gates the pieces
 #      written 'gated:ARGS': they run as given on 0 (the compiled step keeps the CPU's pace), with
 #      --compile no on 4 (the eager step keeps it), with --draws cpu on 6 (only the CPU's draws keep it;
-#      AEVB pieces only: another algorithm's piece is refused), not at all otherwise;
+#      AEVB and MNIST wake-sleep pieces only: a piece with other runs is refused), not at all otherwise;
+#   2b. tools/device_pace.py --record-draws: the pace runs' draws (every step's minibatch indices, the
+#      first steps' noise) into $OUT/draws.pt, to be studied and replayed on a CPU back home
+#      (bounded by RECORD_SECONDS, 0 to skip);
 #   3. then pieces of the paper budget on the GPU, one after another, each stopped with its checkpoint
 #      at the lease's deadline (SECONDS from the start, less a margin for packing);
 #   4. results/paper, the checkpoints these pieces wrote, the logs and the files of steps 1-2 (gpu_tests.log,
@@ -61,10 +64,15 @@ if [ "${PACE_SECONDS:-240}" != 0 ]; then  # the GPU's pace against the CPU's (to
   python tools/device_pace.py --judge "$out/pace.json" 2>&1 | tee -a logs/gpu_pace.log
   verdict=${PIPESTATUS[0]}
 fi
+if [ "${RECORD_SECONDS:-60}" != 0 ]; then  # the pace runs' draws (indices, first noise), to study and replay on a CPU
+  timeout "${RECORD_SECONDS:-60}" python tools/device_pace.py --device "$device" --seeds "${PACE_SEEDS:-1,2}" \
+    --samples "${PACE_SAMPLES:-3.2e6}" --record-draws --out "$out/draws.pt" > logs/gpu_record.log 2>&1
+  echo "record draws: exit $? after $(( $(date +%s) - start )) s"; tail -n 1 logs/gpu_record.log
+fi
 case "$verdict" in
   0) gate="run as given" ;;
   4) gate="run with --compile no" ;;
-  6) gate="run with --draws cpu (AEVB pieces only)" ;;
+  6) gate="run with --draws cpu (AEVB and MNIST wake-sleep pieces only)" ;;
   *) gate="not begun" ;;
 esac
 echo "pace verdict: ${verdict:-none}: the gated pieces are $gate"

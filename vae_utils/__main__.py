@@ -174,8 +174,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train: cpu, cuda, or auto (the GPU when torch finds one); not part of the run's identity")
     t.add_argument("--draws", choices=("device", "cpu"), default="device",
-                   help="AEVB's minibatches and noise from the device's generator or the CPU's (on a GPU the CPU run's "
-                   "very draws; a CPU checkpoint goes on with its stream)")
+                   help="the minibatches and noise (wake-sleep: and dreams) from the device's generator or the CPU's "
+                   "(on a GPU the CPU run's very draws; a CPU checkpoint goes on with its stream); AEVB and MNIST's "
+                   "wake-sleep")
     t.add_argument("--name", default=None, help="run name (checkpoint and results file stem)")
     t.add_argument("--data-dir", type=_path, default=None)
     t.add_argument("--results-dir", type=_path, default=None)
@@ -251,8 +252,9 @@ def parser() -> argparse.ArgumentParser:
     pc.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                     help="torch.compile each run's step (auto: runs of 20,000 steps or more)")
     pc.add_argument("--draws", choices=("device", "cpu"), default="device",
-                    help="where the AEVB runs draw their minibatches and noise: the device's generator, or the CPU's "
-                    "(on a GPU the CPU run's very draws; a CPU checkpoint goes on with its stream)")
+                    help="where the runs draw their minibatches and noise (wake-sleep: and dreams): the device's "
+                    "generator, or the CPU's (on a GPU the CPU run's very draws; a CPU checkpoint goes on with its "
+                    "stream); AEVB and MNIST's wake-sleep")
     pc.add_argument("--start-from", default=None,
                     help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
                          "runs continue from (their checkpoints copied; the sources are kept)")

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 
 from . import data as data_mod
-from .config import TrainConfig
+from .config import TrainConfig, written_by_hand
 from .device import moved
 from .estimators import get_estimator, lower_bound
 from .hmc import GlobalStepSize, hmc_step
@@ -176,6 +176,13 @@ class CapturedStep:
         return self.out
 
 
+def fill(buffers, drawn) -> None:
+    """Queue the copy of what the CPU drew into the GPU buffers a captured step reads (draws="cpu"),
+    from pinned memory: the CPU does not wait for the GPU."""
+    for buffer, d in zip(buffers, drawn):
+        buffer.copy_(d.pin_memory(), non_blocking=True)
+
+
 # The AEVB step on a CUDA device runs as one captured graph (AEVB_CUDA_GRAPHS=0: eagerly, kernel by kernel)
 CAPTURE_CUDA_GRAPHS = os.environ.get("AEVB_CUDA_GRAPHS", "1") != "0"
 
@@ -232,9 +239,7 @@ def gradient_of(cfg: TrainConfig) -> str:
     'auto' and were made with autograd: ``train.recorded_gradient`` reads them so.)"""
     if cfg.gradient == "autograd":
         return "autograd"
-    written = (cfg.algorithm == "aevb" and cfg.estimator == "B") or (
-        cfg.algorithm == "wake_sleep" and cfg.dataset == "mnist" and cfg.ws_logvar_scale == 1.0)
-    return "by_hand" if written else "autograd"
+    return "by_hand" if written_by_hand(cfg) else "autograd"
 
 
 class Minibatches:
@@ -403,8 +408,7 @@ class AEVB:
                        torch.zeros((cfg.n_samples, cfg.batch_size, model.z_dim), device=X.device)]
 
                 def feed():  # the CPU draws the step's indices and noise, in draw's order, and queues their copy
-                    for buffer, drawn in zip(fed, (self.batches.indices(), self.noise())):
-                        buffer.copy_(drawn.pin_memory(), non_blocking=True)  # pinned: no wait for the GPU
+                    fill(fed, (self.batches.indices(), self.noise()))
                 self.captured = CapturedStep(lambda: self._by_hand_step(self.opt.lr, (X.index_select(0, fed[0]),
                                                                                      fed[1])), rng, feed)
             elif on_gpu and CAPTURE_CUDA_GRAPHS:
@@ -460,6 +464,15 @@ class AEVB:
         self.opt.load_state_dict(d["opt"])
 
 
+def bernoulli_by_uniforms(probs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """x ~ Bernoulli(probs) as [u < p], u ~ U(0, 1) from ``rng`` (on its own device, then moved to
+    ``probs``'): on the CPU this is ``torch.bernoulli(probs, generator=rng)`` bit for bit, the same
+    uniform per pixel in the same order (tested), so that a GPU run with draws="cpu" dreams what the
+    CPU run dreams."""
+    u = moved(torch.rand(probs.shape, generator=rng, dtype=probs.dtype, device=rng.device), probs.device)
+    return (u < probs).to(probs.dtype)
+
+
 class WakeSleep(AEVB):
     """Wake-sleep (module docstring). With a Bernoulli decoder and ``gradient`` resolved to by hand
     (``gradient_of``) each phase is one function, its gradient written out (``wake_ascent``,
@@ -481,8 +494,21 @@ class WakeSleep(AEVB):
             self.sleep = _CompiledOrEager(sleep_ascent, options) if compile else sleep_ascent
         # on a GPU, the step after the warm-up is one captured graph (the by-hand phases, or autograd's
         # backward), its step sizes then fixed; the check for a diverged wake step stays on the GPU (no sync)
-        self.captured = (CapturedStep(lambda: self._wake_sleep(self.wake_opt.lr, self.sleep_opt.lr, on_device=True),
-                                      rng) if X.device.type == "cuda" and CAPTURE_CUDA_GRAPHS else None)
+        self.captured = None
+        if X.device.type == "cuda" and CAPTURE_CUDA_GRAPHS and rng.device.type == "cpu":  # draws="cpu" (by hand)
+            M, Z = cfg.batch_size, model.z_dim
+            fed = [torch.zeros(M, dtype=torch.long, device=X.device), torch.zeros((M, Z), device=X.device),
+                   torch.zeros((M, Z), device=X.device), torch.zeros((M, X.shape[1]), device=X.device)]
+
+            def feed():  # the CPU draws the step's minibatch, noise, dream and the dream's uniforms, in order
+                fill(fed, (self.batches.indices(), torch.randn((M, Z), generator=rng),
+                           torch.randn((M, Z), generator=rng), torch.rand((M, X.shape[1]), generator=rng)))
+            self.captured = CapturedStep(lambda: self._by_hand_wake_sleep(
+                self.wake_opt.lr, self.sleep_opt.lr, on_device=True, drawn=(X.index_select(0, fed[0]), *fed[1:])),
+                rng, feed)
+        elif X.device.type == "cuda" and CAPTURE_CUDA_GRAPHS:
+            self.captured = CapturedStep(lambda: self._wake_sleep(self.wake_opt.lr, self.sleep_opt.lr, on_device=True),
+                                         rng)
 
     def step(self) -> tuple[int, float]:
         wake_lr, sleep_lr = self.wake_opt.next_lr(), self.sleep_opt.next_lr()
@@ -522,13 +548,19 @@ class WakeSleep(AEVB):
         objective = log_joint.detach().mean()
         return torch.where(finite, objective, torch.nan) if on_device else objective
 
-    def _by_hand_wake_sleep(self, wake_lr: float, sleep_lr: float, on_device: bool = False) -> torch.Tensor | float:
+    def _by_hand_wake_sleep(self, wake_lr: float, sleep_lr: float, on_device: bool = False,
+                            drawn: tuple | None = None) -> torch.Tensor | float:
         """``_wake_sleep`` with each phase's gradient by hand; the same draws from the run's
-        generator in the same order (minibatch, q's noise, the dream's z, the dream's pixels)."""
-        x = next(self.batches)
-        shape = (self.cfg.batch_size, self.model.z_dim)
-        eps = torch.randn(shape, generator=self.rng, device=x.device)
-        z_dream = torch.randn(shape, generator=self.rng, device=x.device)
+        generator in the same order (minibatch, q's noise, the dream's z, the dream's pixels), or
+        ``drawn``: the minibatch, both noises and the uniforms of the dream's pixels, drawn already
+        (draws="cpu" on a GPU: by the CPU, as its run draws them; x = [u < p] is its Bernoulli draw)."""
+        if drawn is None:
+            x = next(self.batches)
+            shape = (self.cfg.batch_size, self.model.z_dim)
+            eps = moved(torch.randn(shape, generator=self.rng, device=self.rng.device), x.device)
+            z_dream = moved(torch.randn(shape, generator=self.rng, device=self.rng.device), x.device)
+        else:
+            x, eps, z_dream, uniforms = drawn
         wake, sleep = (self.wake, self.sleep) if wake_lr != 0.0 and sleep_lr != 0.0 else (wake_ascent, sleep_ascent)
         w, s = self.wake_opt, self.sleep_opt  # the warm-up (step size 0) runs uncompiled, as AEVB's
         with torch.no_grad():
@@ -538,7 +570,12 @@ class WakeSleep(AEVB):
                 return float("nan")
             if on_device:  # the GPU's bernoulli asserts 0 <= p <= 1 (a NaN would kill it)
                 probs = torch.where(finite, probs, 0.5)
-            x_dream = torch.bernoulli(probs, generator=self.rng)
+            if drawn is not None:
+                x_dream = (uniforms < probs).to(probs.dtype)
+            elif self.rng.device.type != probs.device.type:  # draws="cpu", eagerly on a GPU (the warm-up)
+                x_dream = bernoulli_by_uniforms(probs, self.rng)
+            else:
+                x_dream = torch.bernoulli(probs, generator=self.rng)
             sleep(x_dream, z_dream, s.params, s.sums, s.decays, sleep_lr, s.eps)
         objective = log_joint.mean()
         return torch.where(finite, objective, torch.nan) if on_device else objective

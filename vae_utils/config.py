@@ -73,8 +73,9 @@ class TrainConfig:
                                      # MNIST wake-sleep; algorithms.gradient_of)
     checkpoint_every_s: float = 60.0
     device: str = "auto"             # "cpu" | "cuda" | "auto" (the GPU when torch finds one)
-    draws: str = "device"            # AEVB's minibatches and noise from the device's generator, or "cpu": from the
-                                     # CPU's (on a GPU the CPU run's very draws, copied over; a CPU checkpoint goes on)
+    draws: str = "device"            # the step's draws (minibatches, noise; wake-sleep's dreams) from the device's
+                                     # generator, or "cpu": from the CPU's (on a GPU the CPU run's very draws, copied
+                                     # over; a CPU checkpoint goes on); steps with their gradient by hand only
     data_dir: str | None = None
     results_dir: str | None = None
     checkpoint_dir: str | None = None
@@ -113,14 +114,15 @@ class TrainConfig:
             if self.algorithm not in algorithms and getattr(self, name) != default:
                 raise ValueError(f"{name}={getattr(self, name)!r} does not apply to algorithm={self.algorithm!r} "
                                  f"(only to {' and '.join(algorithms)}); leave it at its default {default!r}")
-        if self.gradient == "by_hand" and self.algorithm == "wake_sleep" and (self.dataset != "mnist"
-                                                                             or self.ws_logvar_scale != 1.0):
+        if self.gradient == "by_hand" and self.algorithm == "wake_sleep" and not written_by_hand(self):
             raise ValueError(f"gradient='by_hand' is written for wake-sleep with MNIST's Bernoulli decoder and "
                              f"ws_logvar_scale=1 only (here dataset={self.dataset!r}, ws_logvar_scale="
                              f"{self.ws_logvar_scale!r}); use gradient='autograd' or 'auto'")
-        if self.draws == "cpu" and (self.estimator != "B" or self.gradient == "autograd"):
-            raise ValueError(f"draws='cpu' is written for AEVB's step with its gradient by hand (estimator B); "
-                             f"estimator={self.estimator!r}, gradient={self.gradient!r} needs draws='device'")
+        if self.draws == "cpu" and (self.gradient == "autograd" or not written_by_hand(self)):
+            raise ValueError(f"draws='cpu' is written for the steps with their gradient by hand (AEVB with estimator "
+                             f"B; wake-sleep on MNIST with ws_logvar_scale=1); algorithm={self.algorithm!r}, dataset="
+                             f"{self.dataset!r}, estimator={self.estimator!r}, gradient={self.gradient!r} needs "
+                             f"draws='device'")
         if self.draws == "cpu" and self.binarize == "dynamic":
             raise ValueError("draws='cpu' is not allowed with binarize='dynamic' (the binarisation draws on the run's "
                              "device); use draws='device' or binarize=None or 'static'")
@@ -192,13 +194,28 @@ _CONFIG_RULES = {
 
 
 # knobs of one algorithm: any other algorithm refuses a value other than the default
-APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb", "wake_sleep"), "draws": ("aevb",),
+APPLIES_TO = {"estimator": ("aevb",), "n_samples": ("aevb",), "gradient": ("aevb", "wake_sleep"),
+              "draws": ("aevb", "wake_sleep"),
               "ws_logvar_scale": ("wake_sleep",),
               **{f.name: ("mcem",) for f in dataclasses.fields(TrainConfig) if f.name.startswith("mcem_")}}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 # a field whose default changed: a record without it was made before it existed, with the value the code had
 RECORDED_BEFORE = {**_DEFAULTS, "mcem_m_step": "minibatch"}  # MCEM's M-step was minibatch-only until batch MCEM
+
+
+def written_by_hand(cfg) -> bool:
+    """Whether ``cfg``'s step has its gradient written out by hand (``algorithms.gradient_of``): AEVB
+    with estimator B (``sgvb_b_ascent``); wake-sleep with MNIST's Bernoulli decoder and the paper's
+    encoder, ws_logvar_scale = 1 (``wake_ascent``, ``sleep_ascent``)."""
+    return (cfg.algorithm == "aevb" and cfg.estimator == "B") or (
+        cfg.algorithm == "wake_sleep" and cfg.dataset == "mnist" and cfg.ws_logvar_scale == 1.0)
+
+
+def cpu_draws_written(cfg) -> bool:
+    """Whether a run of ``cfg`` may take ``draws='cpu'``: a step with its gradient by hand (not forced
+    to autograd), without dynamic binarisation (which draws on the run's device)."""
+    return written_by_hand(cfg) and cfg.gradient != "autograd" and cfg.binarize != "dynamic"
 
 
 def recorded_value(recorded: dict, field: str):

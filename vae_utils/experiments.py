@@ -32,7 +32,7 @@ from . import data as data_mod
 from .algorithms import mcem_samples_per_iteration
 from .budgets import NotebookParameters
 from .sweep import MissingResultError, ensure_run, finished_result
-from .config import ALGORITHMS, DRAWS, identity_differences, recorded_value
+from .config import ALGORITHMS, DRAWS, cpu_draws_written, identity_differences, recorded_value
 from .device import device_provenance, seeded_generator
 from .device import resolve as resolve_device
 from .marginal_likelihood import APPENDIX_D, hmc_kde_log_likelihood, importance_log_likelihood
@@ -408,7 +408,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     ``algorithms`` and ``latents`` narrow the piece to those runs (default: all), e.g. to train
     the runs that matter most first on a slow machine. ``compile`` is ``TrainConfig.compile`` for
     every run of the piece (a runtime knob: the same runs, compiled or not), ``draws``
-    ``TrainConfig.draws`` (AEVB runs only).
+    ``TrainConfig.draws`` (runs whose step has its gradient by hand: AEVB, MNIST's wake-sleep).
 
     A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
     fresh clone) is first re-run from its start to regain the checkpoint, checked against the
@@ -462,9 +462,11 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
                 jobs.append((dataclasses.replace(c, samples=max(points)), points))
     if not jobs:
         raise ValueError(f"no run of Figures {', '.join(chosen)} has algorithms={algorithms!r} and latents={latents!r}")
-    if draws != "device" and any(c.algorithm != "aevb" for c, _ in jobs):
-        raise ValueError(f"draws={draws!r} is written for AEVB's runs only, and this piece has "
-                         f"{sorted({c.algorithm for c, _ in jobs} - {'aevb'})} runs too: narrow it with algorithms=['aevb']")
+    unwritten = [c.name for c, _ in jobs if not cpu_draws_written(c)]
+    if draws != "device" and unwritten:
+        raise ValueError(f"draws={draws!r} is written for the steps with their gradient by hand (AEVB; wake-sleep on "
+                         f"MNIST), and this piece has runs without one ({', '.join(unwritten[:3])}"
+                         f"{', ...' if len(unwritten) > 3 else ''}): narrow it with algorithms= and datasets=")
     jobs = [(dataclasses.replace(c, compile=compile, draws=draws), points) for c, points in jobs]
     here.make()
     deadline = time.time() + 60 * max_minutes if max_minutes else None
