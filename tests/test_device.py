@@ -392,6 +392,33 @@ def test_recorded_draws_replay_in_a_cpu_run(tmp_path, data_dir, device):
         assert not out.exists()
 
 
+def test_philox_is_the_published_cipher():
+    """tools/cuda_philox.py: Philox4x32-10 gives Random123's known-answer vectors (kat_vectors:
+    counter and key zero, all ones, and the digits of pi)."""
+    philox = _tool("cuda_philox").philox4x32_10
+    for ctr, key, want in (((0, 0, 0, 0), 0, (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+                           ((0xFFFFFFFF,) * 4, 0xFFFFFFFFFFFFFFFF, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+                           ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), 0x299F31D0A4093822,
+                            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))):
+        assert tuple(int(v) for v in philox(*ctr, key)) == want
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_gpus_draws_are_computed_on_the_cpu(device):
+    """tools/cuda_philox.py: a run's draws on a CUDA generator (its minibatch indices and noise,
+    ``AEVB.draw``), computed with numpy: on a GPU they are the generator's own, indices exactly,
+    noise to float32's rounding of sin and log; anywhere they pass the draws' statistics."""
+    tool, emulate = _tool("device_pace"), _tool("cuda_philox")
+    idx, eps = emulate.run_draws(1, 2000)
+    assert idx.shape == (2000, 100) and eps.shape == (2000, 2000) and eps.dtype == torch.float32
+    assert tool.draw_statistics(idx, eps.double(), 50000)["suspect"] == []
+    assert not torch.equal(idx, emulate.run_draws(2, 2000)[0])
+    if device == "cuda":
+        gpu_idx, gpu_eps = tool.draws_of(device, 1, 2000, captured=True)
+        assert torch.equal(gpu_idx, idx)
+        assert (gpu_eps - eps.double()).abs().max() < 1e-3  # __sincosf, the fast intrinsic, on the GPU
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_checkpoint_is_scored_again_as_its_curve_scored_it(tmp_path, data_dir, device):
     """``device_pace.py --rescore``: a model scored again at its last evaluation point by its curve's
