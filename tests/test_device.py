@@ -350,6 +350,9 @@ def test_the_pace_study_checks_the_draws_themselves(device):
     places[:, :, 10:] *= (2 - 0.81) ** 0.5
     assert "noise_place_variance_z" in suspect(e=places.view(2000, 2000))
     assert "noise_kurtosis_z" in suspect(e=eps.clamp(-2.5, 2.5) / eps.clamp(-2.5, 2.5).std())
+    kept = eps.clone().view(2000, 100, 20)  # each image's first dimension half its own fixed value, every time drawn
+    kept[:, :, 0] = 0.6 * kept[:, :, 0] + 0.8 * torch.randn(50000, generator=torch.Generator().manual_seed(9))[idx]
+    assert suspect(e=kept.view(2000, 2000)) == ["noise_same_image_z"]
     beyond = idx.clone()
     beyond[5, 7], beyond[9, 3] = 50000, -1
     assert tool.draw_statistics(beyond, eps, 50000)["index_out_of_range"] == 2
@@ -401,6 +404,22 @@ def test_philox_is_the_published_cipher():
                            ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), 0x299F31D0A4093822,
                             (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))):
         assert tuple(int(v) for v in philox(*ctr, key)) == want
+
+
+def test_the_gpus_draws_are_written_for_a_replay_and_may_be_crossed(tmp_path):
+    """``cuda_philox.py --out``: a --replay file of every step's draws; ``--noise-seeds`` gives each
+    run the noise of another seed's stream (its indices its own), refused in one line where the
+    counts differ; an existing file is not overwritten."""
+    emulate = _tool("cuda_philox")
+    out = tmp_path / "crossed.pt"
+    assert emulate.main(["--seeds", "1,2", "--noise-seeds", "2,1", "--samples", "1000", "--out", str(out)]) == 0
+    drawn = torch.load(out)
+    assert drawn["samples"] == 1000 and drawn["noise_steps"] == 10 and drawn["noise_seeds"] == {1: 2, 2: 1}
+    for seed, other in ((1, 2), (2, 1)):
+        assert torch.equal(drawn["seeds"][seed]["indices"].long(), emulate.run_draws(seed, 10)[0])
+        assert torch.equal(drawn["seeds"][seed]["noise"], emulate.run_draws(other, 10)[1])
+    assert emulate.main(["--seeds", "1,2", "--noise-seeds", "2", "--out", str(tmp_path / "x.pt")]) == 2
+    assert emulate.main(["--seeds", "1", "--samples", "1000", "--out", str(out)]) == 2 and torch.load(out)["seeds"].keys() == {1, 2}
 
 
 @pytest.mark.parametrize("device", DEVICES)

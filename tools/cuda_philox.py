@@ -16,6 +16,7 @@ A run's step draws its M indices, then its L M Z noise values: step t is calls 2
 GPU's stream is checked against a GPU run trained on it (``device_pace.py --replay``).
 
     python tools/cuda_philox.py --seeds 1,2 --samples 1e6 --out emulated.pt
+    python tools/cuda_philox.py --seeds 1,2 --noise-seeds 2,1 --samples 1e6 --out crossed.pt
 """
 from __future__ import annotations
 
@@ -85,20 +86,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--samples", type=float, default=1e6)
+    ap.add_argument("--noise-seeds", default=None,
+                    help="the seed whose stream gives each of --seeds its noise (default: its own): --seeds 1,2 "
+                         "--noise-seeds 2,1 pairs each run's indices with the other's noise")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    noise_seeds = seeds if a.noise_seeds is None else [int(s) for s in a.noise_seeds.split(",")]
+    if len(noise_seeds) != len(seeds):
+        print(f"cuda_philox: --noise-seeds {a.noise_seeds} names {len(noise_seeds)} seeds for the {len(seeds)} of "
+              f"--seeds {a.seeds}", file=sys.stderr)
+        return 2
     if a.out.exists():
         print(f"cuda_philox: {a.out} exists; it is not overwritten (pass another --out)", file=sys.stderr)
         return 2
     M = 100
     steps = math.ceil(a.samples / M)
     out = {"device": "cuda-emulated", "samples": steps * M, "noise_steps": steps, "seeds": {},
-           "provenance": {"tool": "tools/cuda_philox.py"}}
-    for seed in (int(s) for s in a.seeds.split(",")):
+           "noise_seeds": dict(zip(seeds, noise_seeds)), "provenance": {"tool": "tools/cuda_philox.py"}}
+    for seed, noise_seed in zip(seeds, noise_seeds):
         idx, eps = run_draws(seed, steps)
+        if noise_seed != seed:
+            eps = run_draws(noise_seed, steps)[1]
         out["seeds"][seed] = {"indices": idx.to(torch.uint16), "noise": eps}
     torch.save(out, a.out)
-    print(f"cuda_philox: seeds {a.seeds}, {steps * M:,} samples' draws (every step's noise) in {a.out}")
+    print(f"cuda_philox: seeds {a.seeds}, {steps * M:,} samples' draws (every step's noise"
+          f"{'' if a.noise_seeds is None else ', from seeds ' + a.noise_seeds}) in {a.out}")
     return 0
 
 

@@ -22,7 +22,7 @@ uniform or repeating from step to step, noise whose mean, variance or step-to-st
 off, noise equal to an earlier step's, noise tied to the indices, and within a step: neighbours
 correlated, a latent dimension's sum over the minibatch off (noise that cancels across datapoints
 lowers the gradient's variance though every pooled moment is right), places of unequal variance,
-tails off (kurtosis). Each is a z-score (or a count that should be 0: indices out of range); a |z|
+tails off (kurtosis), and an image's noise alike each time it is drawn. Each is a z-score (or a count that should be 0: indices out of range); a |z|
 over 5 marks the draws suspect.
 
 ``--record-draws`` writes (to --out, a .pt) the draws of --seeds' runs on --device to --samples:
@@ -130,6 +130,15 @@ def draw_statistics(idx: torch.Tensor, eps: torch.Tensor, n: int) -> dict:
     # up) across a step's datapoints changes the gradient's variance, not the noise's own
     sums = (per_point.sum(dim=1) ** 2 / (per_point.shape[1] * var)).sum().item()
     m4 = (x ** 4).mean().item()
+    # the same image's noise at its different draws: sum over pairs of draws of e.e', variance pairs Z var^2
+    points = per_point.reshape(-1, per_point.shape[2])
+    image = idx.reshape(-1).clamp(0, n - 1)
+    by_image = torch.zeros(n, points.shape[1], dtype=points.dtype).index_add_(0, image, points)
+    own = torch.zeros(n, dtype=points.dtype).index_add_(0, image, (points ** 2).sum(1))
+    times = torch.bincount(image, minlength=n).double()
+    image_pairs = (times * (times - 1) / 2).sum().item()
+    same_image = (((by_image ** 2).sum(1) - own).sum().item() / 2) / (
+        var * math.sqrt(max(image_pairs, 1.0) * points.shape[1]))
     stats = {
         "index_uniformity_z": (chi2 - (n - 1)) / math.sqrt(2 * (n - 1)),
         "index_out_of_range": int(((idx < 0) | (idx >= n)).sum()),
@@ -149,6 +158,8 @@ def draw_statistics(idx: torch.Tensor, eps: torch.Tensor, n: int) -> dict:
         "noise_minibatch_sum_z": (sums - per_point[:, 0].numel()) / math.sqrt(2 * per_point[:, 0].numel()),  # chi^2(S Z)
         # the tails: a normal's kurtosis is 3, its estimate's sd sqrt(24 / N)
         "noise_kurtosis_z": (m4 / var ** 2 - 3) / math.sqrt(24 / N),
+        # across steps: an image's noise alike (or opposed) each time it is drawn
+        "noise_same_image_z": same_image,
     }
     stats["suspect"] = [k for k, v in stats.items() if (abs(v) > SUSPECT_Z if k.endswith("_z") else v > 0)]
     return stats
