@@ -439,13 +439,34 @@ def test_the_gpus_draws_are_computed_on_the_cpu(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_a_bound_is_scored_on_the_cpu_with_the_gpus_noise(trained_vae, data_dir, device):
+    """tools/gpu_noise_rescore.py: ``lower_bound`` with the noise a CUDA generator of the same seed
+    draws (every batch its own generator call), torch.randn restored after; on a GPU it is the
+    GPU's own bound, to float32's rounding (another seed's noise moves it by about 0.1)."""
+    from vae_utils.data import load_dataset
+    from vae_utils.estimators import lower_bound
+
+    tool = _tool("gpu_noise_rescore")
+    X = load_dataset("mnist", "test", data_dir=data_dir)[:2500]  # three batches of the bound
+    real = torch.randn
+    here = tool.gpu_noise_bound(trained_vae, X, 1000)
+    assert torch.randn is real  # put back
+    cpu = lower_bound(trained_vae, X, "B", seed=1000)
+    assert here != cpu and abs(here - cpu) < 2.0  # other noise, the same bound
+    if device == "cuda":
+        import copy
+
+        assert abs(lower_bound(copy.deepcopy(trained_vae).to(device), X.to(device), "B", seed=1000) - here) < 0.01
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_checkpoint_is_scored_again_as_its_curve_scored_it(tmp_path, data_dir, device):
     """``device_pace.py --rescore``: a model scored again at its last evaluation point by its curve's
     own bound; on the device that trained it, with the record's seed, the recorded value itself; on
     a GPU, whose generator draws other noise, its mean over ten noise seeds within the noise of the
     CPU's over the same ten (one draw each would not do: the young model's bound moves by sd 0.11
-    with the noise, and the first lease's single GPU draw landed 0.55 from the CPU's, the draws
-    being 0.3 below and 0.2 above their means). A checkpoint past its last evaluation point is refused."""
+    with the noise, and the second lease's single GPU draw landed 0.55 from the CPU's, the draws
+    being 0.28 below and 0.16 above their means: tools/gpu_noise_rescore.py). A checkpoint past its last evaluation point is refused."""
     tool = _tool("device_pace")
     # trained on the CPU, scored on `device`
     cfg = small_config(tmp_path, samples=20_000, eval_n=2000, data_dir=str(data_dir), device="cpu")
