@@ -47,3 +47,14 @@ def test_the_benchmark_command_writes_every_ratio_and_refuses_an_unknown_workloa
     assert "| test-set bound" in done.stdout
     bad = subprocess.run(cmd[:5] + ["nosuch"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unknown workload 'nosuch'" in bad.stderr
+
+
+def test_the_together_workload_steps_each_run_once_a_call_and_its_limit_is_their_products(data_dir):
+    from vae_utils.benchmark import matmul_limit, measure, workload_together
+
+    w = workload_together("wake_sleep", (2, 3), data_dir=str(data_dir), device="cpu")  # no streams on a CPU
+    one = Run(TrainConfig(algorithm="wake_sleep", n_z=2, n_hidden=500, lr=0.02, compile=False, data_dir=str(data_dir),
+                          samples=10**9), 0.02, load_dataset("mnist", "train", data_dir=data_dir, n_train=1000))
+    assert w["limit"].n_matmuls == 2 * matmul_limit(one.step).n_matmuls and w["per_call"] == 200
+    r = measure(w, repeats=1, min_time=0.05)
+    assert 0 < r["ours_vs_limit"] <= 1.05 and r["ours_vs_baseline"] > 0

@@ -341,3 +341,19 @@ def test_batch_mcems_log_p_points_are_whole_iterations_and_reach_the_budgets_end
                 assert max(points) - step < c.samples  # no iteration past the one that reaches the budget
             else:
                 assert points == E.likelihood_points(c.samples, b.fig3_points)
+
+
+def test_a_piece_trained_together_stops_resumes_and_ends_as_the_piece_one_run_after_another(tmp_path, data_dir):
+    import json
+
+    kw = dict(device="cpu", datasets=["frey_face"], latents=[2, 5], **QUIET)
+    first = train_piece("smoke", ["2"], output_dir=tmp_path / "t", max_minutes=1e-4, together=True, **kw)
+    assert first["time_limit"] and len(first["remaining"]) == 4 and not first["finished"]
+    second = train_piece("smoke", ["2"], output_dir=tmp_path / "t", together=True, **kw)
+    alone = train_piece("smoke", ["2"], output_dir=tmp_path / "s", **kw)
+    assert sorted(second["finished"]) == sorted(alone["finished"]) and len(alone["finished"]) == 4
+    for name in alone["finished"]:
+        t, s = (json.loads((tmp_path / d / "results" / f"{name}.json").read_text()) for d in ("t", "s"))
+        assert [(p["samples"], p["train"], p["test"]) for p in t["curve"]] == \
+            [(p["samples"], p["train"], p["test"]) for p in s["curve"]]
+        assert t["sessions"][-1]["runs_together"] == 4

@@ -255,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
                     help="where the runs draw their minibatches and noise (wake-sleep: and dreams): the device's "
                     "generator, or the CPU's (on a GPU the CPU run's very draws; a CPU checkpoint goes on with its "
                     "stream); AEVB and MNIST's wake-sleep")
+    pc.add_argument("--together", action="store_true",
+                    help="train the piece's Figure-2 runs side by side in one process (on a GPU each on its own CUDA "
+                    "stream, so that their steps overlap; the same runs as one after another)")
     pc.add_argument("--start-from", default=None,
                     help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
                          "runs continue from (their checkpoints copied; the sources are kept)")
@@ -401,7 +404,8 @@ def _run(args) -> int:
         done = train_piece(args.budget, args.figures, args.target, device=args.device, output_dir=args.output_dir,
                            seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes,
                            algorithms=args.algorithms, latents=args.latents, start_from=args.start_from,
-                           compile={"yes": True, "no": False}.get(args.compile, "auto"), draws=args.draws)
+                           compile={"yes": True, "no": False}.get(args.compile, "auto"), draws=args.draws,
+                           together=args.together)
         state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
                  if done["time_limit"] else "every run of this piece reached its target")
         print(f"piece: {len(done['finished'])} runs at their target; {state}")

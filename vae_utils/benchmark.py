@@ -270,6 +270,38 @@ def workload_batched(runs: int = 8, data_dir=None, device: str = "cuda"):
             "baseline_per_call": cfg.batch_size}
 
 
+def workload_together(algorithm: str = "wake_sleep", latents=(5, 10, 20, 200), data_dir=None, device: str = "cuda"):
+    """Figure 2's MNIST runs of ``algorithm`` with ``latents``, one step of each in turn: ours on
+    a CUDA stream per run (``together.train_together``), the baseline on one stream, as runs
+    trained one after another are; the limit is their products as one graph."""
+    from .together import _on, _stream
+
+    X = load_dataset("mnist", "train", data_dir=data_dir, n_train=50_000)
+
+    def runs(capture):
+        return [_run(TrainConfig(algorithm=algorithm, n_z=nz, n_hidden=500, lr=0.02, compile=False, samples=10**9,
+                                 seed=i, device=device, data_dir=data_dir, name=f"t{nz}"), X, capture=capture)
+                for i, nz in enumerate(latents)]
+
+    ours, eager = runs(True), runs(False)
+    streams = [_stream(torch.device(device)) for _ in ours]
+
+    def together():
+        for run, stream in zip(ours, streams):
+            with _on(stream):
+                run.step()
+
+    def one_after_another():
+        for run in ours:
+            run.step()
+
+    def eager_steps():
+        for run in eager:
+            run.step()
+    return {"ours": together, "baseline": one_after_another, "limit": matmul_limit(eager_steps),
+            "unit": "samples", "per_call": len(latents) * 100}
+
+
 def workload_mcem(data_dir=None):
     cfg = TrainConfig(algorithm="mcem", mcem_m_step="minibatch", n_train=50_000, lr=0.02, compile=True, samples=10**12, data_dir=data_dir, device="cpu",
                       **FIGURE3_MODEL)
@@ -422,6 +454,9 @@ CUDA_WORKLOADS = {
                                  lambda d: workload_batched(8, d, device="cuda")),
     "wake_sleep_cuda": ("wake-sleep step on the GPU, MNIST 784-500-20, M=100", (1,),
                         lambda d: workload_training("wake_sleep", "mnist", False, d, device="cuda")),
+    "wake_sleep_cuda_together4": ("4 wake-sleep runs together on the GPU, a stream each (baseline: one stream), "
+                                  "MNIST 784-500-Nz, Nz = 5, 10, 20, 200, M=100 each", (1,),
+                                  lambda d: workload_together("wake_sleep", (5, 10, 20, 200), d, device="cuda")),
 }
 
 

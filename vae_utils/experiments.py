@@ -395,7 +395,7 @@ FIGURES = ("2", "3")
 def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, device: str = "auto",
                 output_dir=None, seed: int = 0, datasets=None, max_minutes: float | None = None,
                 algorithms=None, latents=None, start_from: str | None = None, compile: bool | str = "auto",
-                draws: str = "device", progress: bool = True, log=print) -> dict:
+                draws: str = "device", together: bool = False, progress: bool = True, log=print) -> dict:
     """One piece of a budget's training: every run of Figures 2 and 3 (the runs the notebooks
     draw, with the budget's settings and places) trained, on ``device``, up to ``target`` training
     samples (default: the budget's own counts; Figure 3 to its last log p(x) point at or below the
@@ -409,6 +409,9 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     the runs that matter most first on a slow machine. ``compile`` is ``TrainConfig.compile`` for
     every run of the piece (a runtime knob: the same runs, compiled or not), ``draws``
     ``TrainConfig.draws`` (runs whose step has its gradient by hand: AEVB, MNIST's wake-sleep).
+    ``together``: the piece's Figure-2 runs are trained side by side in this process, after its
+    Figure-3 runs (``together.train_together``: on a GPU each on its own CUDA stream, so that
+    their small steps overlap; the same runs, bit for bit on a CPU).
 
     A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
     fresh clone) is first re-run from its start to regain the checkpoint, checked against the
@@ -470,7 +473,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     jobs = [(dataclasses.replace(c, compile=compile, draws=draws), points) for c, points in jobs]
     here.make()
     deadline = time.time() + 60 * max_minutes if max_minutes else None
-    finished, remaining = [], []
+    finished, remaining, side_by_side = [], [], []
     for cfg, points in jobs:
         if deadline is not None and time.time() >= deadline:
             remaining.append(cfg.name)
@@ -481,6 +484,9 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
                 adopt_run(cfg, source.keeping(cfg), log=log)
             if points is None:  # a record whose checkpoint is lost (a fresh clone): regained by a checked re-run
                 restore_checkpoint(cfg, deadline=deadline, progress=progress, log=log)
+                if together:
+                    side_by_side.append(cfg)
+                    continue
                 train(cfg, progress=progress, log=log, deadline=deadline)
             else:
                 figure3_job(cfg, points, b.ll_n, b.is_samples, deadline=deadline)
@@ -488,6 +494,12 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         except TimeLimitReached as stopped:
             log(f"piece: {stopped}")
             remaining.append(cfg.name)
+    if side_by_side:
+        from .together import train_together
+
+        log(f"piece: {len(side_by_side)} Figure-2 runs together on {device}")
+        for cfg, done in zip(side_by_side, train_together(side_by_side, progress=progress, log=log, deadline=deadline)):
+            (finished if done is not None else remaining).append(cfg.name)
     return {"finished": finished, "remaining": remaining, "time_limit": bool(remaining)}
 
 

@@ -522,12 +522,13 @@ def stopped_by(flag: dict) -> str:
 
 
 def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt: dict, *, progress=False, log=print,
-            stop_after_steps=None, on_progress=None, deadline=None, runs_in_batch: int = 1):
+            stop_after_steps=None, on_progress=None, deadline=None, runs_in_batch: int = 1, runs_together: int = 1):
     """One run's training as a generator: it loads or starts the run, then yields the ``Run``
     whenever it needs a step and is sent back ``(objective, seconds)`` once the step is done (by
     ``drive``, or by a batched driver that steps several runs at once); between steps it keeps
     the curve, the checkpoints and the results record. Returns the results dict. The caller
-    holds the run's lock and checked its records (``train``)."""
+    holds the run's lock and checked its records (``train``). ``runs_in_batch`` and
+    ``runs_together`` say how many runs shared its step (``batched``) or its device (``together``)."""
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     session = {**provenance(), **device_provenance(device)}  # taken now: the code this process runs is the code at its start
@@ -575,7 +576,9 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
             lr, lr_trials = float(cfg.lr), None
         run, curve = Run(cfg, lr, X_train), []
     # as plain values (torch's version string is a str subclass, which a weights-only checkpoint refuses to load)
-    sessions.append({"from_samples": run.samples_seen, "provenance": json.loads(json.dumps(session, default=str))})
+    sessions.append({"from_samples": run.samples_seen, "provenance": json.loads(json.dumps(session, default=str)),
+                     # trained beside other runs on one device (together.train_together): its time counts theirs too
+                     **({"runs_together": runs_together} if runs_together > 1 else {})})
 
     unread = []  # (objective, step, samples) of the steps whose objective is still a tensor on the GPU
 
