@@ -110,16 +110,20 @@ def test_the_seed_table_holds_each_devices_runs_to_the_papers_curve(tmp_path, mo
     for p in places.values():
         p.mkdir()
     paper = T._paper()
-    theirs = lambda x: paper_value(paper, "figure2", "mnist", 20, "aevb", "train", x)  # noqa: E731
+    theirs = lambda x, split="train": paper_value(paper, "figure2", "mnist", 20, "aevb", split, x)  # noqa: E731
 
     def write(seed, device, shift, **draws):
         r = json.loads(json.dumps(template))
         r["config"]["seed"], r["name"] = seed, f"aevb_mnist_nz20_h500_grey_n50000_seed{seed}"
         r["devices"] = [{"device": device, "from_samples": 0, **draws}]
         for pt in r["curve"]:
-            v = theirs(pt["samples"])
-            pt["train"] = pt["train"] if v is None else v + shift
+            for split in ("train", "test"):
+                v = theirs(pt["samples"], split)
+                pt[split] = pt[split] if v is None else v + shift
         (places["paper"] / f"{r['name']}.json").write_text(json.dumps(r))
+
+    def verdict(table, split):  # the train line's verdicts, or the test line's below it
+        return next(line for line in table.splitlines() if f", {split} bound," in line or f"the {split} bound" in line)
 
     write(0, "cpu", -1.0)
     assert T.paper_seeds().startswith("**No GPU run yet:**")
@@ -127,11 +131,15 @@ def test_the_seed_table_holds_each_devices_runs_to_the_papers_curve(tmp_path, mo
     write(2, "cuda", 0.3)
     table = T.paper_seeds()
     points = sum(1 for pt in template["curve"] if pt["samples"] >= T.PROGRESS_FROM and theirs(pt["samples"]) is not None)
-    assert points >= 7
-    assert table.endswith(f"**cuda** (2 runs): within the digitization (±0.5) plus twice the seeds' sd at {points} of "
-                          f"{points} points.")  # nothing outside
-    assert f"**cpu** (1 run): within the digitization (±0.5) plus twice the seeds' sd at 0 of {points} points; " \
-           f"outside at -1.00 at" in table and table.count("(margin 0.50)") == points
+    tested = sum(1 for pt in template["curve"] if pt["samples"] >= T.PROGRESS_FROM
+                 and theirs(pt["samples"], "test") is not None)
+    assert points >= 7 and tested >= 5
+    for split, n in (("train", points), ("test", tested)):
+        line = verdict(table, split)
+        assert line.endswith(f"**cuda** (2 runs): within the digitization (±0.5) plus twice the seeds' sd at {n} of "
+                             f"{n} points.")  # nothing outside
+        assert f"**cpu** (1 run): within the digitization (±0.5) plus twice the seeds' sd at 0 of {n} points; " \
+               f"outside at -1.00 at" in line and line.count("(margin 0.50)") == n
     reached = f"{template['samples_seen']:.3g}".replace("e+0", "e")  # the record the runs are written from
     assert f"| seed 1 (paper budget) | cuda (NVIDIA H200) | {reached} |" in table
     # a GPU run on the CPU's draws (draws="cpu") is a way of its own: held to the paper apart from the GPU's own
