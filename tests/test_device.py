@@ -135,14 +135,14 @@ def test_a_wake_sleep_run_goes_on_on_a_device_with_the_cpus_draws(tmp_path, data
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_dream_drawn_from_uniforms_is_the_cpus_bernoulli_draw(dtype):
-    """``bernoulli_by_uniforms``: [u < p] with u from the generator is torch.bernoulli's own draw on
-    the CPU, pixel for pixel, and leaves the generator where torch.bernoulli leaves it."""
-    from vae_utils.algorithms import bernoulli_by_uniforms
-
+    """The wake-sleep step's dream, [u < p] with u drawn from the generator (``WakeSleep.draws``),
+    is torch.bernoulli's own draw on the CPU, pixel for pixel, and leaves the generator where
+    torch.bernoulli leaves it: the CPU's runs dreamt with torch.bernoulli before."""
     probs = torch.rand(100, 784, generator=torch.Generator().manual_seed(5), dtype=dtype)
     probs[0, :4] = torch.tensor([0.0, 1.0, 0.5, 1e-7], dtype=dtype)
     a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert torch.equal(bernoulli_by_uniforms(probs, a), torch.bernoulli(probs, generator=b))
+    by_uniforms = (torch.rand(probs.shape, generator=a, dtype=dtype) < probs).to(dtype)
+    assert torch.equal(by_uniforms, torch.bernoulli(probs, generator=b))
     assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
 
 

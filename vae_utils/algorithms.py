@@ -464,15 +464,6 @@ class AEVB:
         self.opt.load_state_dict(d["opt"])
 
 
-def bernoulli_by_uniforms(probs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """x ~ Bernoulli(probs) as [u < p], u ~ U(0, 1) from ``rng`` (on its own device, then moved to
-    ``probs``'): on the CPU this is ``torch.bernoulli(probs, generator=rng)`` bit for bit, the same
-    uniform per pixel in the same order (tested), so that a GPU run with draws="cpu" dreams what the
-    CPU run dreams."""
-    u = moved(torch.rand(probs.shape, generator=rng, dtype=probs.dtype, device=rng.device), probs.device)
-    return (u < probs).to(probs.dtype)
-
-
 class WakeSleep(AEVB):
     """Wake-sleep (module docstring). With a Bernoulli decoder and ``gradient`` resolved to by hand
     (``gradient_of``) each phase is one function, its gradient written out (``wake_ascent``,
@@ -500,9 +491,8 @@ class WakeSleep(AEVB):
             fed = [torch.zeros(M, dtype=torch.long, device=X.device), torch.zeros((M, Z), device=X.device),
                    torch.zeros((M, Z), device=X.device), torch.zeros((M, X.shape[1]), device=X.device)]
 
-            def feed():  # the CPU draws the step's minibatch, noise, dream and the dream's uniforms, in order
-                fill(fed, (self.batches.indices(), torch.randn((M, Z), generator=rng),
-                           torch.randn((M, Z), generator=rng), torch.rand((M, X.shape[1]), generator=rng)))
+            def feed():  # the CPU draws the step (the minibatch's indices), and queues the copy
+                fill(fed, self.draws(gather=False))
             self.captured = CapturedStep(lambda: self._by_hand_wake_sleep(
                 self.wake_opt.lr, self.sleep_opt.lr, on_device=True, drawn=(X.index_select(0, fed[0]), *fed[1:])),
                 rng, feed)
@@ -548,17 +538,26 @@ class WakeSleep(AEVB):
         objective = log_joint.detach().mean()
         return torch.where(finite, objective, torch.nan) if on_device else objective
 
+    def draws(self, gather: bool = True) -> tuple[torch.Tensor, ...]:
+        """A by-hand step's draws from the run's generator, on its device, in this order on every
+        device: the minibatch (``gather=False``: only its indices), q's noise and the dream's z
+        (M x Z each), and one uniform per pixel of the dream, which is x = [u < p]: on the CPU
+        ``torch.bernoulli(p)``'s own draw, the same uniform per pixel in the same order (tested),
+        so that a GPU run with draws="cpu" dreams what the CPU run dreams."""
+        g, shape = self.rng, (self.cfg.batch_size, self.model.z_dim)
+        first = next(self.batches) if gather else self.batches.indices()
+        eps, z_dream = (torch.randn(shape, generator=g, device=g.device) for _ in range(2))
+        pixels = (self.cfg.batch_size, self.batches.X.shape[1])
+        return first, eps, z_dream, torch.rand(pixels, generator=g, dtype=self.wake_opt.params[0].dtype, device=g.device)
+
     def _by_hand_wake_sleep(self, wake_lr: float, sleep_lr: float, on_device: bool = False,
                             drawn: tuple | None = None) -> torch.Tensor | float:
         """``_wake_sleep`` with each phase's gradient by hand; the same draws from the run's
-        generator in the same order (minibatch, q's noise, the dream's z, the dream's pixels), or
-        ``drawn``: the minibatch, both noises and the uniforms of the dream's pixels, drawn already
-        (draws="cpu" on a GPU: by the CPU, as its run draws them; x = [u < p] is its Bernoulli draw)."""
+        generator in the same order (``draws``), or ``drawn``: the minibatch, both noises and the
+        uniforms of the dream's pixels, drawn already (draws="cpu" on a GPU: by the CPU)."""
         if drawn is None:
-            x = next(self.batches)
-            shape = (self.cfg.batch_size, self.model.z_dim)
-            eps = moved(torch.randn(shape, generator=self.rng, device=self.rng.device), x.device)
-            z_dream = moved(torch.randn(shape, generator=self.rng, device=self.rng.device), x.device)
+            x, *rest = self.draws()
+            eps, z_dream, uniforms = (moved(t, x.device) for t in rest)  # draws="cpu", eagerly on a GPU: copied
         else:
             x, eps, z_dream, uniforms = drawn
         wake, sleep = (self.wake, self.sleep) if wake_lr != 0.0 and sleep_lr != 0.0 else (wake_ascent, sleep_ascent)
@@ -570,12 +569,7 @@ class WakeSleep(AEVB):
                 return float("nan")
             if on_device:  # the GPU's bernoulli asserts 0 <= p <= 1 (a NaN would kill it)
                 probs = torch.where(finite, probs, 0.5)
-            if drawn is not None:
-                x_dream = (uniforms < probs).to(probs.dtype)
-            elif self.rng.device.type != probs.device.type:  # draws="cpu", eagerly on a GPU (the warm-up)
-                x_dream = bernoulli_by_uniforms(probs, self.rng)
-            else:
-                x_dream = torch.bernoulli(probs, generator=self.rng)
+            x_dream = (uniforms < probs).to(probs.dtype)  # x ~ Bernoulli(p)
             sleep(x_dream, z_dream, s.params, s.sums, s.decays, sleep_lr, s.eps)
         objective = log_joint.mean()
         return torch.where(finite, objective, torch.nan) if on_device else objective

@@ -28,8 +28,7 @@ from tqdm.std import tqdm
 from . import algorithms
 from .algorithms import AEVB, CapturedStep, _adagrad_update_plain, sgvb_b_ascent
 from .config import TrainConfig
-from .records import Interrupted, RunFailed
-from .train import RunLock, TrainingDiverged, _stop_between_steps, flush_denormals, prepare, session, train
+from .train import RunLock, SideBySide, _stop_between_steps, flush_denormals, prepare, session, train
 
 # what every run of a batch must share (their shapes, their schedule and their device); seed, N
 # (n_train), the step size and the places may differ
@@ -132,42 +131,24 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
     if len(todo) == 1:  # a batch of one is a single run: trained as one, with its arithmetic
         results[todo[0]] = train(cfgs[todo[0]], progress=progress, log=log)
         todo = []
-    failed: dict[str, str] = {}
-    interrupted: list[str] = []
     stop = {"stop": False}
+    both = SideBySide(cfgs, "batched runs")
+    both.results.update(results)
     with flush_denormals():  # as train() runs
         with contextlib.ExitStack() as locks:
             for i in todo:
                 locks.enter_context(RunLock(prepared[i][0]))
-            sessions, runs = {}, {}
             for i in todo:  # load or start each run, its step-size trials included
-                s = session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log,
-                            runs_in_batch=len(todo))
-                try:
-                    runs[i], sessions[i] = next(s), s
-                except StopIteration as done:
-                    results[i] = done.value
-
-            def send(i, objective, seconds):
-                try:
-                    runs[i] = sessions[i].send((objective, seconds))
-                except StopIteration as done:
-                    results[i] = done.value
-                    del runs[i]
-                except TrainingDiverged as e:
-                    failed[cfgs[i].name] = str(e)
-                    del runs[i]
-                except Interrupted:  # Ctrl-C or SIGTERM: every run of the batch writes its checkpoint before we stop
-                    interrupted.append(cfgs[i].name)
-                    del runs[i]
-
+                both.start(i, session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log,
+                                      runs_in_batch=len(todo)))
+            runs = both.runs
             with _stop_between_steps(stop):
                 level = max((r.steps for r in runs.values()), default=0)
                 for i in list(runs):  # runs resumed behind the others step alone until level
                     while i in runs and runs[i].steps < level:
                         t0 = time.perf_counter()
                         objective = runs[i].step()
-                        send(i, objective, time.perf_counter() - t0)
+                        both.send(i, objective, time.perf_counter() - t0)
                 batch = BatchedStep([runs[i] for i in runs]) if runs else None
                 members = list(runs)
                 bar = tqdm(total=sum(cfgs[i].samples for i in members), initial=sum(runs[i].samples_seen for i in members),
@@ -182,13 +163,6 @@ def train_batched(cfgs: list[TrainConfig], *, progress: bool = True, log=print) 
                             runs[i].samples_seen += n
                             runs[i].steps += 1
                             bar.update(n)
-                            send(i, objective, seconds)
+                            both.send(i, objective, seconds)
                 bar.close()
-    if interrupted:
-        also = f"; {len(failed)} failed: " + "; ".join(failed.values()) if failed else ""
-        raise Interrupted(f"{len(interrupted)} batched runs interrupted, each at its checkpoint ({', '.join(interrupted)}): "
-                          f"rerun the same command to resume them{also}", signum=stop["stop"])
-    if failed:
-        raise RunFailed(f"{len(failed)} of {len(cfgs)} batched runs failed (the others finished): "
-                        + "; ".join(failed.values()))
-    return [results[i] for i in range(len(cfgs))]
+    return both.end(stop["stop"])

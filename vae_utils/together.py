@@ -26,9 +26,7 @@ from tqdm.std import tqdm
 
 from .config import TrainConfig
 from .device import resolve as resolve_device
-from .records import Interrupted, RunFailed
-from .train import (RunLock, TimeLimitReached, TrainingDiverged, _stop_between_steps, flush_denormals, prepare,
-                    session, train)
+from .train import RunLock, SideBySide, TimeLimitReached, _stop_between_steps, flush_denormals, prepare, session, train
 
 
 def check_together(cfgs: list[TrainConfig]) -> None:
@@ -77,22 +75,18 @@ def train_together(cfgs: list[TrainConfig], *, progress: bool = True, log=print,
             log(str(stopped))
             results[todo[0]] = None
         todo = []
-    failed: dict[str, str] = {}
-    interrupted: list[str] = []
     stop = {"stop": False}
+    both = SideBySide(cfgs, "runs trained together")
+    both.results.update(results)
     with flush_denormals(), contextlib.ExitStack() as locks:
         for i in todo:
             locks.enter_context(RunLock(prepared[i][0]))
         streams = {i: _stream(resolve_device(cfgs[i].device)) for i in todo}
-        sessions, runs = {}, {}
         for i in todo:  # load or start each run (its step-size trials included) on its own stream
             with _on(streams[i]):
-                s = session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log, deadline=deadline,
-                            runs_together=len(todo))
-                try:
-                    runs[i], sessions[i] = next(s), s
-                except StopIteration as done:
-                    results[i] = done.value
+                both.start(i, session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log,
+                                      deadline=deadline, runs_together=len(todo)))
+        runs = both.runs
         bar = tqdm(total=sum(cfgs[i].samples for i in runs), initial=sum(r.samples_seen for r in runs.values()),
                    unit="sample", unit_scale=True, disable=not progress or not runs, desc=f"{len(runs)} runs together")
         with _stop_between_steps(stop):
@@ -103,27 +97,10 @@ def train_together(cfgs: list[TrainConfig], *, progress: bool = True, log=print,
                         t0 = time.perf_counter()
                         objective = runs[i].step()
                         bar.update(runs[i].samples_seen - before)
-                        try:
-                            runs[i] = sessions[i].send((objective, time.perf_counter() - t0))
-                        except StopIteration as done:
-                            results[i] = done.value
-                            del runs[i]
-                        except TrainingDiverged as e:
-                            failed[cfgs[i].name] = str(e)
-                            del runs[i]
-                        except TimeLimitReached as stopped:  # before Interrupted, which it is a kind of
-                            log(str(stopped))
-                            results[i] = None
-                            del runs[i]
-                        except Interrupted:  # Ctrl-C or SIGTERM: every run writes its checkpoint before we stop
-                            interrupted.append(cfgs[i].name)
-                            del runs[i]
+                        both.send(i, objective, time.perf_counter() - t0)
         bar.close()
-    if interrupted:
-        also = f"; {len(failed)} failed: " + "; ".join(failed.values()) if failed else ""
-        raise Interrupted(f"{len(interrupted)} runs trained together interrupted, each at its checkpoint "
-                          f"({', '.join(interrupted)}): rerun the same command to resume them{also}", signum=stop["stop"])
-    if failed:
-        raise RunFailed(f"{len(failed)} of {len(cfgs)} runs trained together failed (the others went on): "
-                        + "; ".join(failed.values()))
-    return [results[i] for i in range(len(cfgs))]
+    stopped = [cfgs[i].name for i in todo if i in both.results and both.results[i] is None]
+    if stopped:
+        log(f"{len(stopped)} runs trained together reached the time limit, each with its checkpoint "
+            f"({', '.join(stopped)}): rerun the same command to continue")
+    return both.end(stop["stop"])

@@ -474,6 +474,54 @@ def drive(run_session, stop: dict) -> dict:
         return done.value
 
 
+class SideBySide:
+    """The sessions of several runs driven by one loop (``batched.train_batched``,
+    ``together.train_together``): ``start`` loads or starts a run, ``send`` hands it a finished
+    step; a run that finishes, diverges, reaches its deadline or is interrupted leaves ``runs``
+    and the others go on; ``end`` gives the results in the order given, or says in one line which
+    runs were interrupted (each at its checkpoint) or failed."""
+
+    def __init__(self, cfgs: list[TrainConfig], words: str):
+        self.cfgs, self.words = cfgs, words  # words: 'batched runs', 'runs trained together'
+        self.sessions, self.runs, self.results = {}, {}, {}
+        self.failed: dict[str, str] = {}
+        self.interrupted: list[str] = []
+
+    def start(self, i: int, run_session) -> None:
+        try:
+            self.runs[i], self.sessions[i] = next(run_session), run_session
+        except StopIteration as done:
+            self.results[i] = done.value
+
+    def send(self, i: int, objective, seconds: float) -> None:
+        try:
+            self.runs[i] = self.sessions[i].send((objective, seconds))
+        except StopIteration as done:
+            self.results[i] = done.value
+            del self.runs[i]
+        except TrainingDiverged as e:
+            self.failed[self.cfgs[i].name] = str(e)
+            del self.runs[i]
+        except TimeLimitReached:  # its checkpoint written: None for now (before Interrupted, which it is a kind of)
+            self.results[i] = None
+            del self.runs[i]
+        except Interrupted:  # Ctrl-C or SIGTERM: every run writes its checkpoint before we stop
+            self.interrupted.append(self.cfgs[i].name)
+            del self.runs[i]
+
+    def end(self, signum) -> list:
+        failed = self.failed
+        if self.interrupted:
+            also = f"; {len(failed)} failed: " + "; ".join(failed.values()) if failed else ""
+            raise Interrupted(f"{len(self.interrupted)} {self.words} interrupted, each at its checkpoint "
+                              f"({', '.join(self.interrupted)}): rerun the same command to resume them{also}",
+                              signum=signum)
+        if failed:
+            raise RunFailed(f"{len(failed)} of {len(self.cfgs)} {self.words} failed (the others went on): "
+                            + "; ".join(failed.values()))
+        return [self.results[i] for i in range(len(self.cfgs))]
+
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, a scheduler or a session ending the job
 _LOOPS: list[dict] = []  # the stop flags of the training loops this process runs now (``request_stop``)
 
