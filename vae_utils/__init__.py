@@ -10,6 +10,7 @@
     algorithms           AEVB (Algorithm 1), wake-sleep, Monte Carlo EM, Adagrad (Section 2.3, 5, App. E)
     train                the resumable training loop, checkpoints, the run lock (Section 5)
     batched              several AEVB runs of one shape in one vmapped step, each its own record
+    together             several runs of any kind side by side, a CUDA stream each, each its own record
     verify               a recorded run's start re-run, its curve compared bit for bit
     hmc                  batched Hamiltonian Monte Carlo                        (App. D, E)
     marginal_likelihood  the Appendix-D estimator, importance sampling, AIS, BDMC  (App. D, Figure 3)
