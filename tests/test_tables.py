@@ -46,15 +46,17 @@ def test_a_typed_or_stale_table_is_found_and_rewritten_and_the_prose_kept(tmp_pa
     root = _copy_documents(tmp_path)
     readme = root / "README.md"
     text = readme.read_text(encoding="utf-8")
-    edited = text.replace("| 20 | -123.3 / -124.4 |", "| 20 | -99.9 / -124.4 |", 1)
+    typed = "-12.345"  # a value no table or prose holds
+    assert typed not in text
+    edited = text.replace("| 20 | -123.3 / -124.4 |", f"| 20 | {typed} / -124.4 |", 1)
     edited = edited.replace("## Further reading", "## Further reading, edited by hand", 1)
-    assert edited.count("-99.9") == 1 and "edited by hand" in edited
+    assert edited.count(typed) == 1 and "edited by hand" in edited
     readme.write_text(edited, encoding="utf-8")
     assert T.update(write=False, root=root) == ["README.md: quick_figure2_mnist"]
     assert readme.read_text(encoding="utf-8") == edited  # --check writes nothing
     assert T.update(write=True, root=root) == ["README.md: quick_figure2_mnist"]
     now = readme.read_text(encoding="utf-8")
-    assert "-99.9" not in now and "| 20 | -123.3 / -124.4 |" in now and "edited by hand" in now
+    assert typed not in now and "| 20 | -123.3 / -124.4 |" in now and "edited by hand" in now
     assert T.update(write=False, root=root) == []
 
 
