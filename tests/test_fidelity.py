@@ -159,3 +159,20 @@ def test_frey_wake_sleeps_candidates_are_read_at_1e7_beside_todays_default(monke
     # before any candidate has run, the cause says what is known and nothing of a test
     runs.pop("wsfrey_logvar0.1")
     assert fidelity.frey_wake_sleep_tested() == [] and "tested" not in fidelity.known_cause("frey_face", "wake_sleep", n_z=20)
+
+
+def test_the_first_training_block_is_the_curves_own_train_value_and_the_blocks_make_up_the_split(tmp_path, data_dir):
+    import statistics as st
+
+    from conftest import small_config
+
+    from vae_utils.train import train
+
+    cfg = small_config(tmp_path, n_train=2000, eval_n=500, samples=6_000, data_dir=str(data_dir))
+    record = train(cfg, progress=False, log=lambda *a: None)
+    row = fidelity.train_blocks(record, block=500, checkpoints=tmp_path / "ckpt")
+    assert len(row["blocks"]) == 4 and row["samples_seen"] == 6_000
+    # the same images, the same noise seed, the same arithmetic as the curve's last point
+    assert row["blocks"][0] == record["curve"][-1]["train"] and row["test"] == record["curve"][-1]["test"]
+    # the whole split is its blocks, up to the noise each draws afresh (sd of a 500-image mean: well under 1 nat)
+    assert abs(row["whole"] - st.fmean(row["blocks"])) < 1.0

@@ -819,3 +819,51 @@ def latent_kl_markdown(record: dict) -> str:
                      f"{statistics.fmean(r['unread_mean_mu2'] for r in rs):.3f} / "
                      f"{statistics.fmean(r['unread_mean_var'] for r in rs):.3f} |")
     return "\n".join(lines)
+
+
+# --- the train line: which training images the curve's train value reads ------------------------
+
+TRAIN_BLOCKS = FIDELITY_DIR / "mnist_train_blocks.json"
+TRAIN_BLOCK = 10_000  # the paper budget's eval_n: a curve's train value is the bound on the first block
+
+
+def train_blocks(record: dict, data_dir=None, block: int = TRAIN_BLOCK, checkpoints=None) -> dict:
+    """A finished paper-budget MNIST run at its last checkpoint, scored as its curve scores it
+    (``lower_bound``: SGVB B, L = 1, noise seed 1000) on each block of ``TRAIN_BLOCK`` training
+    images in the split's order, on the whole training split and on the test split. The first
+    block is the curve's own train value (the same images, noise and arithmetic: a check)."""
+    import torch
+
+    from .budgets import Places
+    from .estimators import lower_bound
+    from .train import evaluation_images, load_trained
+
+    cfg = record["config"]
+    where = checkpoints or Places.for_budget("paper").checkpoints
+    model, ckpt = load_trained(where / f"{record['name']}.pt", data_dir)
+    X = evaluation_images(cfg, "train", cfg["n_train"], data_dir=data_dir)
+    with torch.no_grad():
+        blocks = [lower_bound(model, X[i:i + block], "B", seed=1000) for i in range(0, len(X), block)]
+        whole = lower_bound(model, X, "B", seed=1000)
+        test = lower_bound(model, evaluation_images(cfg, "test", block, data_dir=data_dir), "B", seed=1000)
+    return {"run": record["name"], "samples_seen": ckpt["run"]["samples_seen"], "curve_train": record["curve"][-1]["train"],
+            "curve_test": record["curve"][-1]["test"], "blocks": blocks, "whole": whole, "test": test}
+
+
+def train_blocks_study(out=None, data_dir=None, log=print) -> dict:
+    """``train_blocks`` of every MNIST Figure-2 run of the paper budget finished at its count whose
+    checkpoint is here, written once to ``TRAIN_BLOCKS``."""
+    from .budgets import Places
+    from .records import provenance, read_json, save_once
+
+    places = Places.for_budget("paper")
+    runs = [r for p in sorted(places.results.glob("*_mnist_*_n50000_seed*.json")) if "curve" in (r := read_json(p))
+            and r["finished"] and r["samples_seen"] == r["config"]["samples"]
+            and (places.checkpoints / f"{r['name']}.pt").is_file()]
+    rows = []
+    for r in sorted(runs, key=lambda r: r["name"]):
+        rows.append(train_blocks(r, data_dir))
+        log(f"{r['name']}: blocks {', '.join(f'{b:.2f}' for b in rows[-1]['blocks'])}; whole {rows[-1]['whole']:.2f}")
+    record = {"settings": {"block": TRAIN_BLOCK, "noise_seed": 1000}, "runs": [r["run"] for r in rows],
+              "results": rows, "provenance": provenance()}
+    return save_once(out or TRAIN_BLOCKS, record, ("settings", "runs"), "the training blocks study", log)

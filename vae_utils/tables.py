@@ -360,6 +360,25 @@ def wake_sleep_nz200_kl() -> str:
     return FD.latent_kl_markdown(read_json(FD.LATENT_KL))
 
 
+def mnist_train_blocks() -> str:
+    """Per finished paper-budget MNIST run: the curve's train value (the first block of training
+    images), the other blocks, the whole training split and the test split, beside the paper's
+    end points (``fidelity.train_blocks_study``)."""
+    if not FD.TRAIN_BLOCKS.is_file():
+        return "**Not run yet:** `python -m vae_utils fidelity train-blocks`"
+    paper, block = _paper(), f"{FD.TRAIN_BLOCK:,}"
+    lines = [f"| run | samples | first {block} (the curve's train) | the next blocks of {block} | whole split | "
+             "first − whole | test | the paper's train / test there |", "|---|---|---|---|---|---|---|---|"]
+    for r in read_json(FD.TRAIN_BLOCKS)["results"]:
+        algorithm, rest = r["run"].split("_mnist_")
+        n_z = int(rest.split("_")[0][2:])
+        theirs = [paper_value(paper, "figure2", "mnist", n_z, algorithm, s, r["samples_seen"]) for s in ("train", "test")]
+        lines.append(f"| {LABELS[algorithm]}, Nz = {n_z}, seed {r['run'].rsplit('_seed', 1)[1]} | {_count(r['samples_seen'])} | "
+                     f"{r['blocks'][0]:.2f} | {' / '.join(f'{b:.2f}' for b in r['blocks'][1:])} | {r['whole']:.2f} | "
+                     f"{r['blocks'][0] - r['whole']:+.2f} | {r['test']:.2f} | {_pair(*theirs)} |")
+    return "\n".join(lines)
+
+
 def _way(g0: float, g1: float) -> str:
     """A Frey Face gap from ``g0`` to ``g1``: closes (within 20 nats, twice the digitization),
     narrows (to less than half), or stays."""
@@ -498,7 +517,7 @@ BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
                                    figure3_long_runs, quadrature, verify_noise, paper_progress, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
-                                   fidelity_wake_sleep_nz200, wake_sleep_nz200_kl,
+                                   fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks,
                                    frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmarks_cuda, benchmark_profile)}
 
