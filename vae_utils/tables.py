@@ -202,7 +202,8 @@ def paper_progress() -> str:
               f"{FD.COMPARED_SPLIT['frey_face']} bound on Frey Face (±{DIGITIZATION['frey_face']:g}), as Figure 2's gaps are measured "
               f"(`docs/fidelity.md`). {len(done)} of the {len(configs)} Figure-2 runs reach the paper's count"
               + (f" ({', '.join(done)})" if done else "")
-              + f"; {len(runs) - len(done)} are on the way, {len(configs) - len(runs)} not begun."]
+              + f"; {len(runs) - len(done)} {'is' if len(runs) - len(done) == 1 else 'are'} on the way, "
+                f"{len(configs) - len(runs)} not begun."]
     return "\n".join(lines)
 
 
