@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -35,10 +36,7 @@ def gpu_noise_bound(model, X, seed: int) -> float:
     real = torch.randn
 
     def randn(shape, generator=None, dtype=None, device=None, **kw):
-        n = 1
-        for d in shape:
-            n *= d
-        return torch.from_numpy(cuda_philox.randn_calls(seed, [next(calls)], n)).reshape(shape).to(
+        return torch.from_numpy(cuda_philox.randn_calls(seed, [next(calls)], math.prod(shape))).reshape(shape).to(
             dtype or torch.float32)
     torch.randn = randn
     try:

@@ -274,7 +274,7 @@ def workload_together(algorithm: str = "wake_sleep", latents=(5, 10, 20, 200), d
     """Figure 2's MNIST runs of ``algorithm`` with ``latents``, one step of each in turn: ours on
     a CUDA stream per run (``together.train_together``), the baseline on one stream, as runs
     trained one after another are; the limit is their products as one graph."""
-    from .together import _on, _stream
+    from .together import on_stream, run_stream
 
     X = load_dataset("mnist", "train", data_dir=data_dir, n_train=50_000)
 
@@ -284,11 +284,11 @@ def workload_together(algorithm: str = "wake_sleep", latents=(5, 10, 20, 200), d
                 for i, nz in enumerate(latents)]
 
     ours, eager = runs(True), runs(False)
-    streams = [_stream(torch.device(device)) for _ in ours]
+    streams = [run_stream(torch.device(device)) for _ in ours]
 
     def together():
         for run, stream in zip(ours, streams):
-            with _on(stream):
+            with on_stream(stream):
                 run.step()
 
     def one_after_another():

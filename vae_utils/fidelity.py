@@ -846,8 +846,8 @@ def train_blocks(record: dict, data_dir=None, block: int = TRAIN_BLOCK, checkpoi
         blocks = [lower_bound(model, X[i:i + block], "B", seed=1000) for i in range(0, len(X), block)]
         whole = lower_bound(model, X, "B", seed=1000)
         test = lower_bound(model, evaluation_images(cfg, "test", block, data_dir=data_dir), "B", seed=1000)
-    return {"run": record["name"], "samples_seen": ckpt["run"]["samples_seen"], "curve_train": record["curve"][-1]["train"],
-            "curve_test": record["curve"][-1]["test"], "blocks": blocks, "whole": whole, "test": test}
+    return {"run": record["name"], "samples_seen": ckpt["run"]["samples_seen"], "blocks": blocks, "whole": whole,
+            "test": test}
 
 
 def train_blocks_study(out=None, data_dir=None, log=print) -> dict:

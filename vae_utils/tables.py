@@ -367,14 +367,14 @@ def mnist_train_blocks() -> str:
     end points (``fidelity.train_blocks_study``)."""
     if not FD.TRAIN_BLOCKS.is_file():
         return "**Not run yet:** `python -m vae_utils fidelity train-blocks`"
-    paper, block = _paper(), f"{FD.TRAIN_BLOCK:,}"
+    paper, block, records = _paper(), f"{FD.TRAIN_BLOCK:,}", Places.for_budget("paper").results
     lines = [f"| run | samples | first {block} (the curve's train) | the next blocks of {block} | whole split | "
              "first − whole | test | the paper's train / test there |", "|---|---|---|---|---|---|---|---|"]
     for r in read_json(FD.TRAIN_BLOCKS)["results"]:
-        algorithm, rest = r["run"].split("_mnist_")
-        n_z = int(rest.split("_")[0][2:])
-        theirs = [paper_value(paper, "figure2", "mnist", n_z, algorithm, s, r["samples_seen"]) for s in ("train", "test")]
-        lines.append(f"| {LABELS[algorithm]}, Nz = {n_z}, seed {r['run'].rsplit('_seed', 1)[1]} | {_count(r['samples_seen'])} | "
+        cfg = read_json(records / f"{r['run']}.json")["config"]  # the run's identity, from its own record
+        theirs = [paper_value(paper, "figure2", "mnist", cfg["n_z"], cfg["algorithm"], s, r["samples_seen"])
+                  for s in ("train", "test")]
+        lines.append(f"| {LABELS[cfg['algorithm']]}, Nz = {cfg['n_z']}, seed {cfg['seed']} | {_count(r['samples_seen'])} | "
                      f"{r['blocks'][0]:.2f} | {' / '.join(f'{b:.2f}' for b in r['blocks'][1:])} | {r['whole']:.2f} | "
                      f"{r['blocks'][0] - r['whole']:+.2f} | {r['test']:.2f} | {_pair(*theirs)} |")
     return "\n".join(lines)

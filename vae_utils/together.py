@@ -26,7 +26,7 @@ from tqdm.std import tqdm
 
 from .config import TrainConfig
 from .device import resolve as resolve_device
-from .train import RunLock, SideBySide, TimeLimitReached, _stop_between_steps, flush_denormals, prepare, session, train
+from .train import RunLock, SideBySide, _stop_between_steps, flush_denormals, prepare, session
 
 
 def check_together(cfgs: list[TrainConfig]) -> None:
@@ -43,12 +43,13 @@ def check_together(cfgs: list[TrainConfig]) -> None:
                          f"repeat")
 
 
-def _stream(device: torch.device):
+def run_stream(device: torch.device):
     """A run's own CUDA stream on a GPU; on a CPU none (the runs take turns)."""
     return torch.cuda.Stream(device) if device.type == "cuda" else None
 
 
-def _on(stream):
+def on_stream(stream):
+    """Work queued inside this block goes to ``stream`` (``run_stream``); with None, where it goes anyway."""
     return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
@@ -68,22 +69,15 @@ def train_together(cfgs: list[TrainConfig], *, progress: bool = True, log=print,
     prepared = [prepare(c, log) for c in cfgs]
     results: dict[int, dict | None] = {i: done for i, (_, _, done) in enumerate(prepared) if done is not None}
     todo = [i for i in range(len(cfgs)) if i not in results]
-    if len(todo) == 1:  # one run left: trained as train() trains it
-        try:
-            results[todo[0]] = train(cfgs[todo[0]], progress=progress, log=log, deadline=deadline)
-        except TimeLimitReached as stopped:
-            log(str(stopped))
-            results[todo[0]] = None
-        todo = []
     stop = {"stop": False}
     both = SideBySide(cfgs, "runs trained together")
     both.results.update(results)
     with flush_denormals(), contextlib.ExitStack() as locks:
         for i in todo:
             locks.enter_context(RunLock(prepared[i][0]))
-        streams = {i: _stream(resolve_device(cfgs[i].device)) for i in todo}
+        streams = {i: run_stream(resolve_device(cfgs[i].device)) for i in todo}
         for i in todo:  # load or start each run (its step-size trials included) on its own stream
-            with _on(streams[i]):
+            with on_stream(streams[i]):
                 both.start(i, session(cfgs[i], prepared[i][0], prepared[i][1], stop, progress=False, log=log,
                                       deadline=deadline, runs_together=len(todo)))
         runs = both.runs
@@ -92,7 +86,7 @@ def train_together(cfgs: list[TrainConfig], *, progress: bool = True, log=print,
         with _stop_between_steps(stop):
             while runs:
                 for i in list(runs):
-                    with _on(streams[i]):
+                    with on_stream(streams[i]):
                         before = runs[i].samples_seen
                         t0 = time.perf_counter()
                         objective = runs[i].step()
