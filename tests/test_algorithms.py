@@ -24,7 +24,7 @@ from vae_utils.train import Run
 STEPS = 400
 
 
-def old_steps(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int, before_step=None):
+def old_steps(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int, before_step=None, prior: float = 1.0):
     """The step as it was before the rewrite (commit 1549b21), written out here as the reference.
     Yields (bound, model) after each step; ``before_step(t, model, opt, rng)`` sees its state first."""
     torch.manual_seed(cfg.seed)
@@ -37,7 +37,7 @@ def old_steps(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int, before_s
             before_step(t, model, opt, rng)
         x = X[torch.randint(N, (M,), generator=rng)]
         bound = sgvb_b(model, x, cfg.n_samples, rng)
-        objective = bound.sum() + M / N * model.log_weight_prior()
+        objective = bound.sum() + prior * M / N * model.log_weight_prior()
         opt.zero_grad(set_to_none=True)
         (-objective).backward()
         for group in opt.param_groups:
@@ -46,8 +46,8 @@ def old_steps(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int, before_s
         yield bound.mean().item(), model
 
 
-def old_step_trajectory(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int):
-    trajectory = list(old_steps(cfg, lr, X, steps))
+def old_step_trajectory(cfg: TrainConfig, lr: float, X: torch.Tensor, steps: int, prior: float = 1.0):
+    trajectory = list(old_steps(cfg, lr, X, steps, prior=prior))
     return [bound for bound, _ in trajectory], trajectory[-1][1]
 
 
@@ -66,6 +66,21 @@ def test_the_new_step_follows_the_old_steps_trajectory(data_dir, float64, datase
     assert max(abs(a - b) for a, b in zip(old, new)) < 1e-8
     for p, q in zip(run.model.parameters(), old_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_without_the_weight_prior_the_step_is_the_old_step_without_its_term(data_dir, float64, compile):
+    """``weight_prior=False`` (``train --weight-prior off``) drops the (M/N) log N(w; 0, I) term and
+    nothing else: the step follows the old step written without it, and parts from the one with it."""
+    lr = 0.02
+    cfg = TrainConfig(lr=lr, n_train=5000, compile=compile, weight_prior=False, data_dir=str(data_dir), samples=10**6)
+    X = load_dataset("mnist", "train", data_dir=data_dir, n_train=cfg.n_train).double()
+    without, _ = old_step_trajectory(cfg, lr, X, STEPS, prior=0.0)
+    with_prior, _ = old_step_trajectory(cfg, lr, X, STEPS)
+    run = Run(cfg, lr, X)
+    new = [run.step() for _ in range(STEPS)]
+    assert max(abs(a - b) for a, b in zip(without, new)) < 1e-8
+    assert max(abs(a - b) for a, b in zip(with_prior, new)) > 1.0  # measured: 66 nats (the test above)
 
 
 @pytest.mark.parametrize("compile", [False, True])

@@ -158,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-trial-samples", type=_count, default=100_000)
     t.add_argument("--eval-n", type=int, default=10_000, help="points of each split used for the curve (at most: a smaller split is used whole)")
     t.add_argument("--ws-logvar-scale", type=_positive, default=1.0, help="wake-sleep encoder log-var factor (anglepy: 0.1)")
+    t.add_argument("--weight-prior", choices=("on", "off"), default="on",
+                   help="the N(0, I) prior on the weight matrices, as weight decay M/N (on: the paper's and anglepy's)")
     t.add_argument("--mcem-step-rule", choices=("capped", "uncapped2013"), default="capped",
                    help="MCEM's HMC step tuning: x or / 1.25 (anglepy 2014) or 1.02^N (anglepy 2013)")
     t.add_argument("--mcem-m-step", choices=("full_batch", "minibatch"), default="full_batch",
@@ -366,7 +368,7 @@ def _run(args) -> int:
         cfg = TrainConfig(dataset=args.dataset, algorithm=args.algorithm, n_z=args.nz, n_hidden=hidden,
                           n_train=args.n_train, binarize=args.binarize, estimator=args.estimator,
                           samples=args.samples, lr=args.lr, lr_trial_samples=args.lr_trial_samples,
-                          eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale,
+                          eval_n=args.eval_n, ws_logvar_scale=args.ws_logvar_scale, weight_prior=args.weight_prior == "on",
                           mcem_step_rule=args.mcem_step_rule, mcem_m_step=args.mcem_m_step, seed=args.seed,
                           threads=args.threads, compile={"yes": True, "no": False}.get(args.compile, "auto"),
                           gradient=args.gradient, device=args.device, draws=args.draws,
