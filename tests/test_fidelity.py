@@ -176,3 +176,43 @@ def test_the_first_training_block_is_the_curves_own_train_value_and_the_blocks_m
     assert row["blocks"][0] == record["curve"][-1]["train"] and row["test"] == record["curve"][-1]["test"]
     # the whole split is its blocks, up to the noise each draws afresh (sd of a 500-image mean: well under 1 nat)
     assert abs(row["whole"] - st.fmean(row["blocks"])) < 1.0
+
+
+def test_the_run_without_the_weight_prior_is_the_paper_budgets_run_of_its_seed_but_for_the_prior(monkeypatch):
+    import shlex
+
+    from vae_utils import records, train
+    from vae_utils.__main__ import main
+    from vae_utils.config import identity_differences
+
+    cfg = fidelity.config(fidelity.NO_PRIOR, 0, 240_000_000)
+    partner = json.loads((records.RESULTS_DIR / "paper" / "aevb_mnist_nz20_h500_grey_n50000_seed0.json").read_text())
+    assert identity_differences(partner["config"], cfg) == {"weight_prior": (True, False)}
+    # the command the table prints trains that very config
+    seen = []
+    monkeypatch.setattr(train, "train", lambda c, progress=True: seen.append(c))
+    argv = shlex.split(fidelity.command(fidelity.NO_PRIOR, 2.4e8).replace("<S>", "0"))[3:]
+    assert main(argv) == 0 and not identity_differences(json.loads(json.dumps(seen[0].identity())), cfg)
+
+
+def test_the_weight_prior_table_pairs_the_two_runs_at_the_ticks_both_reached(tmp_path, monkeypatch):
+    from vae_utils import tables
+
+    curve = lambda offset, upto: [{"samples": x, "train": -100.0 + offset, "test": -101.0 + offset}
+                                  for x in (1e6, 3162300, 1e7, 31622800, 1e8, 177827900, 2.4e8) if x <= upto]
+    without = {"curve": curve(0.5, 1e8), "samples_seen": 1.2e8, "finished": False, "lr": 0.01}
+    with_prior = {"curve": curve(0.0, 2.4e8), "lr": 0.01}
+    monkeypatch.setattr(fidelity, "_results", lambda e: {0: without} if e is fidelity.NO_PRIOR else {})
+    (tmp_path / "partner.json").write_text("{}")
+    monkeypatch.setattr(fidelity, "results_path", lambda c: tmp_path / "partner.json")  # a record that is there
+    monkeypatch.setattr(fidelity, "recorded_results", lambda c: with_prior)
+    _, _, rows = fidelity.no_prior_points()
+    assert [r["samples"] for r in rows] == [1e6, 10 ** 6.5, 1e7, 10 ** 7.5, 1e8]  # 1e8 is the last both reached
+    assert all(r["train_without"] - r["train_with"] == r["test_without"] - r["test_with"] == 0.5 for r in rows)
+    assert rows[-1]["paper_train"] == pytest.approx(-97.9, abs=0.5)  # the paper's digitized Nz = 20 train at 1e8
+    md = tables.mnist_weight_prior()
+    assert "| 1e8 | -100.00 / -101.00 (+1.00) | -99.50 / -100.50 (+1.00) | +0.50 / +0.50 |" in md
+    assert "Without the prior: 1.2e8 (still running)" in md
+    monkeypatch.setattr(fidelity, "_results", lambda e: {})
+    assert tables.mnist_weight_prior().startswith("**Not run yet:** `python -m vae_utils train") and "--weight-prior off" in \
+        tables.mnist_weight_prior()

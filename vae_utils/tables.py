@@ -380,6 +380,34 @@ def mnist_train_blocks() -> str:
     return "\n".join(lines)
 
 
+def mnist_weight_prior() -> str:
+    """The paper budget's AEVB MNIST Nz = 20 seed-0 run beside the same run trained without the
+    weight prior (``fidelity.NO_PRIOR``: the same draws and step-size trial): train, test and the
+    train − test gap of each, their difference, and the paper's."""
+    pts = FD.no_prior_points()
+    if pts is None:
+        return "**Not run yet:** `" + FD.command(FD.NO_PRIOR, 2.4e8).replace("<S>", "0") + "`"
+    without, with_prior, rows = pts
+    gap = lambda train, test: None if train is None or test is None else train - test
+    lines = ["| samples | with the prior: train / test (train − test) | without: train / test (train − test) | "
+             "without − with: train / test | the paper's train / test (train − test) |", "|---|---|---|---|---|"]
+    for r in rows:
+        cells = [f"{r[f'train_{w}']:.2f} / {r[f'test_{w}']:.2f} ({gap(r[f'train_{w}'], r[f'test_{w}']):+.2f})"
+                 for w in ("with", "without")]
+        lines.append(f"| {_count(r['samples'])} | {cells[0]} | {cells[1]} | "
+                     f"{r['train_without'] - r['train_with']:+.2f} / {r['test_without'] - r['test_with']:+.2f} | "
+                     f"{_f(r['paper_train'])} / {_f(r['paper_test'])} ({_f(gap(r['paper_train'], r['paper_test']), sign=True)}) |")
+    if rows:
+        r = rows[-1]
+        lines += ["", f"Without the prior: {_count(without['samples_seen'])} "
+                  f"({'finished' if without['finished'] else 'still running'}), step {without['lr']} (with it: "
+                  f"{with_prior['lr']}). At {_count(r['samples'])} the train value is {r['train_without'] - r['paper_train']:+.2f} "
+                  f"from the paper's without the prior and {r['train_with'] - r['paper_train']:+.2f} with it; "
+                  f"the train − test gap {gap(r['train_without'], r['test_without']):+.2f} without, "
+                  f"{gap(r['train_with'], r['test_with']):+.2f} with, the paper's {_f(gap(r['paper_train'], r['paper_test']), sign=True)}."]
+    return "\n".join(lines)
+
+
 def _way(g0: float, g1: float) -> str:
     """A Frey Face gap from ``g0`` to ``g1``: closes (within 20 nats, twice the digitization),
     narrows (to less than half), or stays."""
@@ -518,7 +546,7 @@ BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
                                    figure3_long_runs, quadrature, verify_noise, paper_progress, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
-                                   fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks,
+                                   fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks, mnist_weight_prior,
                                    frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmarks_cuda, benchmark_profile)}
 
