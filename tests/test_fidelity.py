@@ -212,7 +212,7 @@ def test_the_weight_prior_table_pairs_the_two_runs_at_the_ticks_both_reached(tmp
     assert rows[-1]["paper_train"] == pytest.approx(-97.9, abs=0.5)  # the paper's digitized Nz = 20 train at 1e8
     md = tables.mnist_weight_prior()
     assert "| 1e8 | -100.00 / -101.00 (+1.00) | -99.50 / -100.50 (+1.00) | +0.50 / +0.50 |" in md
-    assert "Without the prior: 1.2e8 (still running)" in md
+    assert "Without the prior: 1.2e8 (not finished)" in md
     monkeypatch.setattr(fidelity, "_results", lambda e: {})
     assert tables.mnist_weight_prior().startswith("**Not run yet:** `python -m vae_utils train") and "--weight-prior off" in \
         tables.mnist_weight_prior()

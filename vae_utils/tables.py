@@ -400,7 +400,7 @@ def mnist_weight_prior() -> str:
     if rows:
         r = rows[-1]
         lines += ["", f"Without the prior: {_count(without['samples_seen'])} "
-                  f"({'finished' if without['finished'] else 'still running'}), step {without['lr']} (with it: "
+                  f"({'finished' if without['finished'] else 'not finished'}), step {without['lr']} (with it: "
                   f"{with_prior['lr']}). At {_count(r['samples'])} the train value is {r['train_without'] - r['paper_train']:+.2f} "
                   f"from the paper's without the prior and {r['train_with'] - r['paper_train']:+.2f} with it; "
                   f"the train − test gap {gap(r['train_without'], r['test_without']):+.2f} without, "
