@@ -113,19 +113,19 @@ def no_prior_points(seed: int = 0) -> tuple[dict, dict, list[dict]] | None:
     from .plotting import load_paper_curves, paper_value
 
     without = _results(NO_PRIOR).get(seed)
-    partner = Places.for_budget("paper").keeping(TrainConfig(**BASE[NO_PRIOR.gap], seed=seed, samples=1))
+    base = BASE[NO_PRIOR.gap]
+    partner = Places.for_budget("paper").keeping(TrainConfig(**base, seed=seed, samples=1))
     if without is None or not results_path(partner).is_file():
         return None
-    with_prior = recorded_results(partner)
-    paper, base = load_paper_curves(), BASE[NO_PRIOR.gap]
+    with_prior, paper = recorded_results(partner), load_paper_curves()
     rows = []
     for x in NO_PRIOR_TICKS:
         values = {f"{split}_{way}": _at(r["curve"], x, split) for split in ("train", "test")
                   for way, r in (("with", with_prior), ("without", without))}
         if None in values.values():
             continue
-        rows.append({"samples": x, **values, **{f"paper_{split}": paper_value(paper, "figure2", "mnist", base["n_z"],
-                                                                              "aevb", split, x) for split in ("train", "test")}})
+        rows.append({"samples": x, **values, **{f"paper_{split}": paper_value(paper, "figure2", base["dataset"], base["n_z"],
+                                                                              base["algorithm"], split, x) for split in ("train", "test")}})
     return without, with_prior, rows
 
 
