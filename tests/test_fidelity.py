@@ -127,6 +127,33 @@ def test_the_gap_ledger_has_a_status_and_an_explanation_for_every_gap_of_the_rec
     assert mcem["first"].mean > 5 and mcem["status"] == "closed"
 
 
+def test_the_ledgers_train_test_row_is_each_paper_seeds_gap_less_the_papers_gap_read_from_the_csv():
+    import csv
+
+    from vae_utils.plotting import PAPER_CSV, load_results
+    from vae_utils.records import RESULTS_DIR
+
+    rows = {r["curve"]: r for r in fidelity.gap_ledger()}
+    r = rows["MNIST AEVB, Nz = 20, train − test, at 2.4e8"]
+    # the paper's two lines at 2.4e8 straight from the digitized file, not through paper_value
+    with open(PAPER_CSV) as f:
+        rows_csv = list(csv.DictReader(f))
+    paper = {c["split"]: float(c["value"]) for c in rows_csv if (c["figure"], c["dataset"], c["method"], c["n_z"]) ==
+             ("figure2", "mnist", "aevb", "20") and abs(float(c["training_samples"]) - 2.4e8) < 0.02 * 2.4e8}
+    ours = [(p["train"], p["test"]) for rec in load_results("aevb_mnist_nz20_h500_grey_n50000_seed*.json", RESULTS_DIR / "paper")
+            for p in rec["curve"] if p["samples"] == 2.4e8]
+    expected = [(tr - te) - (paper["train"] - paper["test"]) for tr, te in ours]
+    assert r["now"].seeds == len(expected) >= 3 and r["now"].mean == pytest.approx(sum(expected) / len(expected), abs=0.01)
+    assert r["digitization"] == 1.0 and "global step 0.02" in r["explanation"] and "no weight prior" in r["explanation"]
+
+
+def test_at_equal_fit_picks_the_point_whose_train_value_is_nearest():
+    curve = [{"samples": 1, "train": -110.0, "test": -110.0}, {"samples": 2, "train": -100.0, "test": None},
+             {"samples": 3, "train": -99.0, "test": -100.0}, {"samples": 4, "train": -95.0, "test": -97.0}]
+    assert fidelity.at_train_value(curve, -100.2)["samples"] == 3  # 2 is nearer but has no test value
+    assert fidelity.at_train_value(curve, -96.0)["samples"] == 4
+
+
 def test_the_latent_kl_split_adds_up_to_the_closed_form_kl_of_the_bound(tmp_path, data_dir):
     import torch
     from conftest import small_config
@@ -178,21 +205,25 @@ def test_the_first_training_block_is_the_curves_own_train_value_and_the_blocks_m
     assert abs(row["whole"] - st.fmean(row["blocks"])) < 1.0
 
 
-def test_the_run_without_the_weight_prior_is_the_paper_budgets_run_of_its_seed_but_for_the_prior(monkeypatch):
+@pytest.mark.parametrize("e, differs, flag", [
+    (fidelity.NO_PRIOR, {"weight_prior": (True, False)}, "--weight-prior off"),
+    (fidelity.LATE_STEP, {"lr": ("auto", 0.02)}, "--lr 0.02")])
+def test_each_late_variant_is_the_paper_budgets_run_of_its_seed_but_for_its_one_setting(monkeypatch, e, differs, flag):
     import shlex
 
     from vae_utils import records, train
     from vae_utils.__main__ import main
     from vae_utils.config import identity_differences
 
-    cfg = fidelity.config(fidelity.NO_PRIOR, 0, 240_000_000)
+    cfg = fidelity.config(e, 0, 240_000_000)
     partner = json.loads((records.RESULTS_DIR / "paper" / "aevb_mnist_nz20_h500_grey_n50000_seed0.json").read_text())
-    assert identity_differences(partner["config"], cfg) == {"weight_prior": (True, False)}
+    assert identity_differences(partner["config"], cfg) == differs
     # the command the table prints trains that very config
     seen = []
     monkeypatch.setattr(train, "train", lambda c, progress=True: seen.append(c))
-    argv = shlex.split(fidelity.command(fidelity.NO_PRIOR, 2.4e8).replace("<S>", "0"))[3:]
-    assert main(argv) == 0 and not identity_differences(json.loads(json.dumps(seen[0].identity())), cfg)
+    command = fidelity.command(e, 2.4e8).replace("<S>", "0")
+    argv = shlex.split(command)[3:]
+    assert flag in command and main(argv) == 0 and not identity_differences(json.loads(json.dumps(seen[0].identity())), cfg)
 
 
 def test_the_weight_prior_table_pairs_the_two_runs_at_the_ticks_both_reached(tmp_path, monkeypatch):
@@ -206,13 +237,22 @@ def test_the_weight_prior_table_pairs_the_two_runs_at_the_ticks_both_reached(tmp
     (tmp_path / "partner.json").write_text("{}")
     monkeypatch.setattr(fidelity, "results_path", lambda c: tmp_path / "partner.json")  # a record that is there
     monkeypatch.setattr(fidelity, "recorded_results", lambda c: with_prior)
-    _, _, rows = fidelity.no_prior_points()
+    _, _, rows = fidelity.late_points(fidelity.NO_PRIOR)
     assert [r["samples"] for r in rows] == [1e6, 10 ** 6.5, 1e7, 10 ** 7.5, 1e8]  # 1e8 is the last both reached
-    assert all(r["train_without"] - r["train_with"] == r["test_without"] - r["test_with"] == 0.5 for r in rows)
+    assert all(r["train_variant"] - r["train_record"] == r["test_variant"] - r["test_record"] == 0.5 for r in rows)
     assert rows[-1]["paper_train"] == pytest.approx(-97.9, abs=0.5)  # the paper's digitized Nz = 20 train at 1e8
     md = tables.mnist_weight_prior()
     assert "| 1e8 | -100.00 / -101.00 (+1.00) | -99.50 / -100.50 (+1.00) | +0.50 / +0.50 |" in md
-    assert "Without the prior: 1.2e8 (not finished)" in md
+    assert "The run without the prior: 1.2e8 (not finished), step 0.01 (the run with the prior: 0.01)" in md
+    # a larger step: the variant fits further, and at equal fit its gap is read where its train value is the record's
+    faster = {"curve": [{"samples": x, "train": -101.0 + 0.5 * i, "test": -101.5 + 0.3 * i} for i, x in
+                        enumerate((1e6, 3162300, 1e7, 31622800, 1e8, 177827900, 2.4e8))],
+              "samples_seen": 2.4e8, "finished": True, "lr": 0.02}
+    monkeypatch.setattr(fidelity, "_results", lambda e: {0: faster} if e is fidelity.LATE_STEP else {})
+    md = tables.mnist_late_step()
+    assert "| 2.4e8 | -100.00 / -101.00 (+1.00) | -98.00 / -99.70 (+1.70) | +2.00 / +1.30 |" in md
+    assert "At equal fit: the run at step 0.02 reached -100.00 on train at 1e7, its gap there +0.90 (the run at step " \
+           "0.01: -100.00 at 2.4e8, gap +1.00)." in md
     monkeypatch.setattr(fidelity, "_results", lambda e: {})
     assert tables.mnist_weight_prior().startswith("**Not run yet:** `python -m vae_utils train") and "--weight-prior off" in \
         tables.mnist_weight_prior()

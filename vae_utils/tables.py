@@ -380,32 +380,51 @@ def mnist_train_blocks() -> str:
     return "\n".join(lines)
 
 
-def mnist_weight_prior() -> str:
-    """The paper budget's AEVB MNIST Nz = 20 seed-0 run beside the same run trained without the
-    weight prior (``fidelity.NO_PRIOR``: the same draws and step-size trial): train, test and the
-    train − test gap of each, their difference, and the paper's."""
-    pts = FD.no_prior_points()
+def _mnist_late(e, record_label: str, variant_label: str) -> str:
+    """The paper budget's AEVB MNIST Nz = 20 seed-0 run (the record) beside the same run trained
+    again with one setting changed (``e``, one of ``fidelity.LATE``: the same seed and so the same
+    draws): train, test and the train − test gap of each, their difference, and the paper's."""
+    pts = FD.late_points(e)
     if pts is None:
-        return "**Not run yet:** `" + FD.command(FD.NO_PRIOR, 2.4e8).replace("<S>", "0") + "`"
-    without, with_prior, rows = pts
+        return "**Not run yet:** `" + FD.command(e, 2.4e8).replace("<S>", "0") + "`"
+    variant, record, rows = pts
+    if not rows:
+        return f"**Begun, no tick reached yet** ({_count(variant['samples_seen'])} samples): `" + \
+            FD.command(e, 2.4e8).replace("<S>", "0") + "`"
     gap = lambda train, test: None if train is None or test is None else train - test
-    lines = ["| samples | with the prior: train / test (train − test) | without: train / test (train − test) | "
-             "without − with: train / test | the paper's train / test (train − test) |", "|---|---|---|---|---|"]
+    lines = [f"| samples | {record_label}: train / test (train − test) | {variant_label}: train / test (train − test) | "
+             f"{variant_label} − {record_label}: train / test | the paper's train / test (train − test) |", "|---|---|---|---|---|"]
     for r in rows:
         cells = [f"{r[f'train_{w}']:.2f} / {r[f'test_{w}']:.2f} ({gap(r[f'train_{w}'], r[f'test_{w}']):+.2f})"
-                 for w in ("with", "without")]
+                 for w in ("record", "variant")]
         lines.append(f"| {_count(r['samples'])} | {cells[0]} | {cells[1]} | "
-                     f"{r['train_without'] - r['train_with']:+.2f} / {r['test_without'] - r['test_with']:+.2f} | "
+                     f"{r['train_variant'] - r['train_record']:+.2f} / {r['test_variant'] - r['test_record']:+.2f} | "
                      f"{_f(r['paper_train'])} / {_f(r['paper_test'])} ({_f(gap(r['paper_train'], r['paper_test']), sign=True)}) |")
-    if rows:
-        r = rows[-1]
-        lines += ["", f"Without the prior: {_count(without['samples_seen'])} "
-                  f"({'finished' if without['finished'] else 'not finished'}), step {without['lr']} (with it: "
-                  f"{with_prior['lr']}). At {_count(r['samples'])} the train value is {r['train_without'] - r['paper_train']:+.2f} "
-                  f"from the paper's without the prior and {r['train_with'] - r['paper_train']:+.2f} with it; "
-                  f"the train − test gap {gap(r['train_without'], r['test_without']):+.2f} without, "
-                  f"{gap(r['train_with'], r['test_with']):+.2f} with, the paper's {_f(gap(r['paper_train'], r['paper_test']), sign=True)}."]
+    r = rows[-1]
+    lines += ["", f"The run {variant_label}: {_count(variant['samples_seen'])} "
+              f"({'finished' if variant['finished'] else 'not finished'}), step {variant['lr']} (the run {record_label}: "
+              f"{record['lr']}). At {_count(r['samples'])}, train − the paper's train: {r['train_variant'] - r['paper_train']:+.2f} "
+              f"{variant_label}, {r['train_record'] - r['paper_train']:+.2f} {record_label}; test − the paper's test: "
+              f"{r['test_variant'] - r['paper_test']:+.2f} and {r['test_record'] - r['paper_test']:+.2f}; "
+              f"the train − test gap {gap(r['train_variant'], r['test_variant']):+.2f} {variant_label}, "
+              f"{gap(r['train_record'], r['test_record']):+.2f} {record_label}, the paper's "
+              f"{_f(gap(r['paper_train'], r['paper_test']), sign=True)}."]
+    m = FD.at_train_value(variant["curve"], r["train_record"])
+    lines[-1] += (f" At equal fit: the run {variant_label} reached {m['train']:.2f} on train at {_count(m['samples'])}, "
+                  f"its gap there {gap(m['train'], m['test']):+.2f} (the run {record_label}: {r['train_record']:.2f} at "
+                  f"{_count(r['samples'])}, gap {gap(r['train_record'], r['test_record']):+.2f}).")
     return "\n".join(lines)
+
+
+def mnist_weight_prior() -> str:
+    """The record beside the same run trained without the weight prior (``fidelity.NO_PRIOR``)."""
+    return _mnist_late(FD.NO_PRIOR, "with the prior", "without the prior")
+
+
+def mnist_late_step() -> str:
+    """The record (its trial picked the step 0.01) beside the same run at the grid's step 0.02
+    (``fidelity.LATE_STEP``)."""
+    return _mnist_late(FD.LATE_STEP, "at step 0.01", "at step 0.02")
 
 
 def _way(g0: float, g1: float) -> str:
@@ -546,7 +565,7 @@ BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
                                    figure3_long_runs, quadrature, verify_noise, paper_progress, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
-                                   fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks, mnist_weight_prior,
+                                   fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks, mnist_weight_prior, mnist_late_step,
                                    frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmarks_cuda, benchmark_profile)}
 
