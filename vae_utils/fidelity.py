@@ -718,17 +718,18 @@ def _figure2_gaps(pattern: str, dataset: str, n_z: int, algorithm: str, split: s
     return [] if theirs is None else [v - theirs for v in vals]
 
 
-def _late_gap_gaps(x: float) -> list[float]:
-    """Our train − test gap − the paper's at ``x``, one per paper-budget AEVB MNIST Nz = 20 record
-    that reached ``x`` (the paper's gap: its digitized train minus test curve there)."""
+def _late_gap_gaps(pattern: str, x: float) -> list[float]:
+    """Our train − test gap − the paper's at ``x``, one per paper-budget record matching ``pattern``
+    (AEVB MNIST Nz = 20) that reached ``x`` (the paper's gap: its digitized train minus test there)."""
+    from .budgets import Places
     from .plotting import load_paper_curves, load_results, paper_value
 
-    paper = load_paper_curves()
-    theirs = [paper_value(paper, "figure2", "mnist", 20, "aevb", split, x) for split in ("train", "test")]
+    base, paper = BASE["mnist_late"], load_paper_curves()
+    theirs = [paper_value(paper, "figure2", base["dataset"], base["n_z"], base["algorithm"], split, x) for split in ("train", "test")]
     if None in theirs:
         return []
     ours = [(_at(r["curve"], x, "train"), _at(r["curve"], x, "test"))
-            for r in load_results("aevb_mnist_nz20_h500_grey_n50000_seed*.json", RESULTS_DIR / "paper")]
+            for r in load_results(pattern, Places.for_budget("paper").results)]
     return [(tr - te) - (theirs[0] - theirs[1]) for tr, te in ours if tr is not None and te is not None]
 
 
@@ -821,7 +822,7 @@ def gap_ledger() -> list[dict]:
                 add(f"MCEM, Figure 3, N = 50,000, {split}, at {lab(x)}", None,
                     Reading(f"{lab(x)}, batch MCEM", *big["ours_minus_paper"][x], len(big["seeds"])), 0.5,
                     "batch MCEM puts the right panel's MCEM within a few nats; the rest is not explained")
-    end = _late_gap_gaps(2.4e8)
+    end = _late_gap_gaps(mnist, 2.4e8)
     if end:
         # a difference of two readings, each within the digitization's ±0.5
         add("MNIST AEVB, Nz = 20, train − test, at 2.4e8", None, _reading("2.4e8", end), 1.0,
