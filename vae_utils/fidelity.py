@@ -113,7 +113,7 @@ LATE_TICKS = (1e6, 10 ** 6.5, 1e7, 10 ** 7.5, 1e8, 10 ** 8.25, 2.4e8)
 LATE = (NO_PRIOR, LATE_STEP)  # the paper budget's seed-0 run trained again with one setting changed
 
 
-def late_points(e: Experiment = NO_PRIOR, seed: int = 0) -> tuple[dict, dict, list[dict]] | None:
+def late_points(e: Experiment, seed: int = 0) -> tuple[dict, dict, list[dict]] | None:
     """A run of one of ``LATE``'s experiments beside the paper budget's run of the same seed (the
     record), at ``LATE_TICKS`` both have reached: (the variant's run, the record, rows). A row
     holds the tick, train and test of the record (``_record``) and of the variant (``_variant``),

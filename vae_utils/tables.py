@@ -384,13 +384,12 @@ def _mnist_late(e, record_label: str, variant_label: str) -> str:
     """The paper budget's AEVB MNIST Nz = 20 seed-0 run (the record) beside the same run trained
     again with one setting changed (``e``, one of ``fidelity.LATE``: the same seed and so the same
     draws): train, test and the train − test gap of each, their difference, and the paper's."""
-    pts = FD.late_points(e)
+    pts, command = FD.late_points(e), "`" + FD.command(e, 2.4e8).replace("<S>", "0") + "`"
     if pts is None:
-        return "**Not run yet:** `" + FD.command(e, 2.4e8).replace("<S>", "0") + "`"
+        return "**Not run yet:** " + command
     variant, record, rows = pts
     if not rows:
-        return f"**Begun, no tick reached yet** ({_count(variant['samples_seen'])} samples): `" + \
-            FD.command(e, 2.4e8).replace("<S>", "0") + "`"
+        return f"**Begun, no tick reached yet** ({_count(variant['samples_seen'])} samples): " + command
     gap = lambda train, test: None if train is None or test is None else train - test
     lines = [f"| samples | {record_label}: train / test (train − test) | {variant_label}: train / test (train − test) | "
              f"{variant_label} − {record_label}: train / test | the paper's train / test (train − test) |", "|---|---|---|---|---|"]
