@@ -118,6 +118,46 @@ def test_a_run_whose_checkpoint_is_lost_is_regained_by_a_checked_rerun_and_goes_
     assert restored["points_compared"] == 2 and ".pt" not in left and ".json" not in left  # the re-run's copy gone
 
 
+def test_a_figure3_run_stopped_between_its_points_is_drawn_so_far_and_goes_on_in_a_fresh_clone(tmp_path, data_dir,
+                                                                                                 capsys):
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from vae_utils import plotting as P
+    from vae_utils.__main__ import main
+    from vae_utils.experiments import figure3_so_far
+
+    one = dict(device="cpu", algorithms=["aevb"], **QUIET)
+    train_piece("smoke", ["3"], output_dir=tmp_path / "whole", **one)
+    train_piece("smoke", ["3"], output_dir=tmp_path / "lost", target=20_000, **one)  # N = 1000's first point only
+    name = "aevb_mnist_nz3_h100_grey_n1000_seed0"
+    curve = tmp_path / "lost" / "results" / f"{name}_likelihood_curve.json"
+    # drawn as far as it has come, from its record alone: one run, one point, no budget line
+    so_far = figure3_so_far("smoke", output_dir=tmp_path / "lost")
+    assert [(r["name"], [pt["samples"] for pt in r["points"]]) for r in so_far] == [(name, [15_000])]
+    fig = P.plot_figure3(so_far, P.load_paper_curves(), so_far=True)
+    assert not [line for ax in fig.axes for line in ax.lines if line.get_gid() == "budget_stop"]
+    plt.close(fig)
+    before = _mtimes(tmp_path)
+    assert main(["progress", "--budget", "smoke", "--output-dir", str(tmp_path / "lost")]) == 0
+    assert "Figure 3, 1 runs, from 1.5e4 to 1.5e4 samples" in capsys.readouterr().out
+    assert (tmp_path / "lost" / "figures" / "figure3_so_far.png").is_file() and _mtimes(tmp_path) == before
+    other = tmp_path / "other" / "results"  # the same curve of other settings (another hidden size) is not this run's
+    other.mkdir(parents=True)
+    (other / curve.name).write_text(curve.read_text().replace('"n_hidden": 100', '"n_hidden": 99'))
+    assert figure3_so_far("smoke", output_dir=tmp_path / "other") == []
+    (tmp_path / "lost" / "checkpoints" / f"{name}.pt").unlink()  # a fresh clone: the records, no checkpoint
+    logged = []
+    went_on = train_piece("smoke", ["3"], output_dir=tmp_path / "lost", **{**one, "log": logged.append})
+    assert name in went_on["finished"] and not went_on["time_limit"]
+    assert any("checkpoint regained at 15,000 samples (identical" in line for line in logged)
+    untimed = lambda d: [{s: ({k: v for k, v in pt[s].items() if not k.endswith("seconds")}  # noqa: E731
+                              if isinstance(pt[s], dict) else pt[s]) for s in pt}
+                         for pt in json.loads((tmp_path / d / "results" / f"{name}_likelihood_curve.json").read_text())["points"]]
+    assert untimed("lost") == untimed("whole") and len(untimed("whole")) == 2  # both log p(x) points, bit for bit
+
+
 def test_a_piece_compiles_its_runs_or_not_as_told_and_they_go_on_either_way(tmp_path, data_dir):
     """``compile`` is a runtime knob of a piece: each session records its own, the run is the same run."""
     import json

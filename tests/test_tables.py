@@ -151,3 +151,41 @@ def test_the_seed_table_holds_each_devices_runs_to_the_papers_curve(tmp_path, mo
            f"points;" in table and "| seed 3 (paper budget) | cuda with cpu draws (NVIDIA H200) |" in table
     assert f"**cuda with cpu draws** (1 run): within the digitization (±0.5) plus twice the seeds' sd at 0 of " \
            f"{points} points; outside at -1.00 at" in table
+
+
+def test_the_paper_budgets_figure3_progress_counts_each_runs_points_and_reads_the_figure_only_when_all_are_there(
+        tmp_path, monkeypatch):
+    """The standard budget's six log p(x) curves, stretched onto the paper budget's points: first
+    none, then five runs part of the way (one not begun), then all six at the paper's count."""
+    import dataclasses
+    import json
+
+    from vae_utils.experiments import figure3_points, likelihood_curve_path
+
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    monkeypatch.setattr(T.Places, "for_budget", classmethod(lambda cls, budget, output_dir=None: cls(
+        paper, tmp_path / "figures", tmp_path / "checkpoints", paper / "notebooks")))
+    b = T.get_budget("paper")
+    configs = T.figure3_configs(T.NotebookParameters({"budget": "paper"}, b, T.Places.for_budget("paper")))
+    assert len(configs) == 6 and T.paper_progress_figure3().startswith("**No Figure-3 run of the paper budget yet:**")
+
+    def write(c, n_points):  # the standard record's last points at the paper budget's first n_points targets
+        r = json.loads((REPO_ROOT / "results/standard" / likelihood_curve_path(c).name).read_text())
+        targets = figure3_points(c, b.fig3_points)[:n_points]
+        r["config"], r["points"] = dataclasses.asdict(c), [
+            {**pt, "target": t, "samples": t} for pt, t in zip((r["points"] * 4)[-n_points:], targets)]
+        likelihood_curve_path(c).write_text(json.dumps(r))
+
+    for c in configs[:5]:
+        write(c, 3)
+    table = T.paper_progress_figure3()
+    rows = [line for line in table.splitlines() if line.startswith("| 1,000 |") or line.startswith("| 50,000 |")]
+    assert len(rows) == 6 and sum("| 3 / 8 |" in row for row in rows) == 5 and rows[-1].endswith("| 0 / 8 | not begun | | |")
+    assert "0 of the 6 Figure-3 runs reach the paper's count; 5 on the way, 1 not begun." in table
+    assert "readings" not in table
+    for c in configs:
+        write(c, 8)
+    table = T.paper_progress_figure3()
+    assert "6 of the 6 Figure-3 runs reach the paper's count; 0 on the way, 0 not begun." in table
+    assert "Figure 3's readings, on the last point of each curve:" in table and "- held: N = 1,000: AEVB overfits" in table

@@ -264,8 +264,8 @@ def parser() -> argparse.ArgumentParser:
                     help="a smaller budget (or an output folder) whose finished Figure-2 runs this budget's same "
                          "runs continue from (their checkpoints copied; the sources are kept)")
 
-    pg = sub.add_parser("progress", help="Figure 2 of a budget still trained in pieces, each run as far as it has "
-                        "come (figures/<budget>/figure2_<dataset>_so_far.png and .pdf)")
+    pg = sub.add_parser("progress", help="Figures 2 and 3 of a budget still trained in pieces, each run as far as it "
+                        "has come (figures/<budget>/figure2_<dataset>_so_far and figure3_so_far, .png and .pdf)")
     pg.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="paper")
     pg.add_argument("--start-from", default=None, help="where a run not yet begun in this budget is drawn from, as "
                     "piece --start-from (default: the next smaller budget where it has records, so standard for "
@@ -417,7 +417,7 @@ def _run(args) -> int:
     if args.command == "progress":
         from . import plotting as P
         from .budgets import BUDGETS, Places
-        from .experiments import FIGURE2_LATENTS, figure2_so_far
+        from .experiments import FIGURE2_LATENTS, figure2_so_far, figure3_so_far
 
         paper, start = P.load_paper_curves(args.reference_dir), None if args.start_from == "none" else args.start_from
         names = list(BUDGETS)
@@ -433,6 +433,15 @@ def _run(args) -> int:
             saved = P.save_figure(fig, f"figure2_{dataset}_so_far", Places.for_budget(args.budget, args.output_dir).figures)
             print(f"progress: {dataset}, {len(runs)} runs, from {P.samples_label(min(r['samples_seen'] for r in runs))} "
                   f"to {P.samples_label(max(r['samples_seen'] for r in runs))} samples: {', '.join(map(str, saved))}")
+        curves = figure3_so_far(args.budget, output_dir=args.output_dir)
+        if not curves:
+            print("progress: no run of Figure 3 has a log p(x) point yet")
+            return 0
+        reached = [r["points"][-1]["samples"] for r in curves]
+        saved = P.save_figure(P.plot_figure3(curves, paper, so_far=True), "figure3_so_far",
+                              Places.for_budget(args.budget, args.output_dir).figures)
+        print(f"progress: Figure 3, {len(curves)} runs, from {P.samples_label(min(reached))} to "
+              f"{P.samples_label(max(reached))} samples: {', '.join(map(str, saved))}")
         return 0
     if args.command == "ais-calibration":
         from .likelihood_studies import FIGURE3_NZ3_RUNS, ais_calibration, ais_calibration_claim

@@ -413,9 +413,10 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     Figure-3 runs (``together.train_together``: on a GPU each on its own CUDA stream, so that
     their small steps overlap; the same runs, bit for bit on a CPU).
 
-    A Figure-2 run whose record is here but whose checkpoint is not (checkpoints are not in a
-    fresh clone) is first re-run from its start to regain the checkpoint, checked against the
-    record (``verify.restore_checkpoint``), and then goes on.
+    A run whose record is here but whose checkpoint is not (checkpoints are not in a fresh clone),
+    of Figure 2 or a Figure-3 run stopped between its log p(x) points, is first re-run from its
+    start to regain the checkpoint, checked against the record (``verify.restore_checkpoint``), and
+    then goes on.
 
     ``start_from`` (a smaller budget's name, or an output folder as ``output_dir`` makes): a
     Figure-2 run not yet begun here starts from that place's finished record of the same run
@@ -482,8 +483,9 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         try:
             if points is None and source is not None:
                 adopt_run(cfg, source.keeping(cfg), log=log)
-            if points is None:  # a record whose checkpoint is lost (a fresh clone): regained by a checked re-run
-                restore_checkpoint(cfg, deadline=deadline, progress=progress, log=log)
+            # a record whose checkpoint is lost (a fresh clone): regained by a checked re-run (either figure's runs)
+            restore_checkpoint(cfg, deadline=deadline, progress=progress, log=log)
+            if points is None:
                 if together:
                     side_by_side.append(cfg)
                     continue
@@ -552,6 +554,25 @@ def figure2_so_far(budget: str, dataset: str, *, output_dir=None, start_from: st
             record = record if record and record["finished"] else None
         if record is not None and record["curve"]:
             found.append(record)
+    return found
+
+
+def figure3_so_far(budget: str, *, output_dir=None) -> list[dict]:
+    """A budget's Figure-3 log p(x) curves as far as each run has come (``figure3_job`` writes a
+    run's curve after every point): the runs notebook 05 draws that have a point in the budget's
+    place and are this budget's computation (a curve there of other settings is left out). Records
+    are read, never trained or written. Figure 3's runs always start in their own budget (their
+    points differ between budgets), so there is no ``start_from``."""
+    from .budgets import Places, get_budget
+
+    here = Places.for_budget(budget, output_dir)
+    p = NotebookParameters({"budget": budget}, get_budget(budget), here)
+    found = []
+    for cfg in figure3_configs(p):
+        if (path := likelihood_curve_path(cfg)).is_file():
+            record = read_curve_record(path)
+            if record["points"] and not _config_differences(record, cfg):
+                found.append(record)
     return found
 
 

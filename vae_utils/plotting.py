@@ -373,7 +373,7 @@ def markdown(rows: list[dict], columns: dict[str, str], digits: int = 1) -> str:
     return "\n".join(lines)
 
 
-def plot_figure3(records: list[dict], paper_rows, *, paper_axes: bool = True):
+def plot_figure3(records: list[dict], paper_rows, *, paper_axes: bool = True, so_far: bool = False):
     """Figure 3: Appendix-D log p(x) along training, one panel per N_train, on the paper's
     linear x axes (0-6e7 samples for N_train = 1000, 0-6.8e7 for 50,000; ``FIGURE3_XMAX``).
 
@@ -381,7 +381,9 @@ def plot_figure3(records: list[dict], paper_rows, *, paper_axes: bool = True):
     points), importance sampling dotted, a vertical line where the budget stopped. The paper's
     digitized curves whole, as thin light lines in the same colours through every digitized
     point (circles train, squares test), labelled "paper". ``paper_axes=False`` fits the x axis
-    to our points instead (a zoom on a short budget)."""
+    to our points instead (a zoom on a short budget). ``so_far``: runs of a budget still being
+    trained (``experiments.figure3_so_far``), each curve ending at its last estimated point, no
+    budget line."""
     by_n = {}
     for r in records:
         by_n.setdefault(r["config"]["n_train"], []).append(r)
@@ -414,7 +416,8 @@ def plot_figure3(records: list[dict], paper_rows, *, paper_axes: bool = True):
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         top = max(FIGURE3_YTOP.get(n, -100), max(values) + 2)
         ax.set_ylim(max(min(values) - 5, -260), top)
-        mark_budget_stop(ax, stop)
+        if not so_far:
+            mark_budget_stop(ax, stop)
         ax.set_title(f"$N_{{train}}$ = {n:,}")
         ax.set_xlabel("# training samples evaluated")
         ax.set_ylabel("marginal log-likelihood")
@@ -425,9 +428,12 @@ def plot_figure3(records: list[dict], paper_rows, *, paper_axes: bool = True):
                 Line2D([], [], color="k", ls="--", marker=".", label="ours, test (App. D)"),
                 Line2D([], [], color="k", ls=":", label="ours, importance sampling"),
                 Line2D([], [], color="k", ls="-", marker="o", label="paper, train", **PAPER_LINE),
-                Line2D([], [], color="k", ls="--", marker="s", label="paper, test", **PAPER_LINE),
-                Line2D([], [], label="where this budget stopped", **BUDGET_STOP)]
+                Line2D([], [], color="k", ls="--", marker="s", label="paper, test", **PAPER_LINE)]
+    if not so_far:
+        handles.append(Line2D([], [], label="where this budget stopped", **BUDGET_STOP))
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.14), frameon=False)
+    if so_far:
+        fig.suptitle("Figure 3 (MNIST, $N_z$ = 3, 100 hidden units): each run as far as trained so far", y=1.02)
     fig.tight_layout()
     return fig
 

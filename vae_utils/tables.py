@@ -207,6 +207,46 @@ def paper_progress() -> str:
     return "\n".join(lines)
 
 
+def paper_progress_figure3() -> str:
+    """The paper budget's Figure-3 runs trained so far (``experiments.figure3_so_far``): each run's
+    log p(x) points estimated against the budget's, and ours beside the paper's at its last point;
+    once every run reaches the paper's count, Figure 3's readings on those last points."""
+    from .experiments import figure3_points, figure3_so_far
+
+    b = get_budget("paper")
+    p = NotebookParameters({"budget": "paper"}, b, Places.for_budget("paper"))
+    configs, paper = figure3_configs(p), _paper()
+    records = {r["name"]: r for r in figure3_so_far("paper")}
+    if not records:
+        return (f"**No Figure-3 run of the paper budget yet:** `python -m vae_utils piece --budget paper --figures 3` "
+                f"trains them ({len(configs)} runs).")
+    lines = ["| N train | method | log p(x) points / the budget's | reached / the paper's | at its last point: ours "
+             "train / test | the paper's there |", "|---|---|---|---|---|---|"]
+    done = []
+    for c in configs:
+        r, wanted = records.get(c.name), figure3_points(c, b.fig3_points)
+        head = f"| {c.n_train:,} | {LABELS[c.algorithm]} | "
+        if r is None:
+            lines.append(head + f"0 / {len(wanted)} | not begun | | |")
+            continue
+        last = r["points"][-1]
+        theirs = [paper_value(paper, "figure3", "mnist", c.n_z, c.algorithm, s, last["samples"], c.n_train)
+                  for s in ("train", "test")]
+        if last["samples"] >= c.samples:
+            done.append(r)
+        lines.append(head + f"{len(r['points'])} / {len(wanted)} | {_count(last['samples'])} / {_count(c.samples)} | "
+                     f"{_f(last['train']['appendix_d'])} / {_f(last['test']['appendix_d'])} | "
+                     f"{_f(theirs[0])} / {_f(theirs[1])} |")
+    lines += ["", f"Appendix D on the first {b.ll_n} images per split; the paper's digitized curves ±"
+              f"{DIGITIZATION['mnist']:g} nat, — where its curve is off the plot. {len(done)} of the {len(configs)} "
+              f"Figure-3 runs reach the paper's count; {len(records) - len(done)} on the way, "
+              f"{len(configs) - len(records)} not begun."]
+    if len(done) == len(configs):
+        lines += ["", "Figure 3's readings, on the last point of each curve:", ""]
+        lines += _claims(figure3_claims(done, paper))
+    return "\n".join(lines)
+
+
 SEED_CHECK = ("mnist", 20, "aevb")  # the GPU's check: MNIST AEVB Nz = 20 seeds on each device, against the paper
 SEED_TICKS = (10 ** 6.5, 10 ** 7, 10 ** 7.5, 10 ** 8, 10 ** 8.25)
 
@@ -563,7 +603,7 @@ RECORDED_BUDGETS = ("quick", "standard")  # the budgets whose record the README 
 BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_BUDGETS
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
-                                   figure3_long_runs, quadrature, verify_noise, paper_progress, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
+                                   figure3_long_runs, quadrature, verify_noise, paper_progress, paper_progress_figure3, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
                                    fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks, mnist_weight_prior, mnist_late_step,
                                    frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmarks_cuda, benchmark_profile)}
