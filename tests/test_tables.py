@@ -181,7 +181,8 @@ def test_the_paper_budgets_figure3_progress_counts_each_runs_points_and_reads_th
         write(c, 3)
     table = T.paper_progress_figure3()
     rows = [line for line in table.splitlines() if line.startswith("| 1,000 |") or line.startswith("| 50,000 |")]
-    assert len(rows) == 6 and sum("| 3 / 8 |" in row for row in rows) == 5 and rows[-1].endswith("| 0 / 8 | not begun | | |")
+    assert len(rows) == 6 and sum("| 3 / 8 |" in row for row in rows) == 5 and rows[-1].endswith("| 0 / 8 | not begun | | | |")
+    assert all(row.endswith("| — |") for row in rows[:5])  # no training record beside these curves: no time
     assert "0 of the 6 Figure-3 runs reach the paper's count; 5 on the way, 1 not begun." in table
     assert "readings" not in table
     for c in configs:

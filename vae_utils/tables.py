@@ -212,6 +212,7 @@ def paper_progress_figure3() -> str:
     log p(x) points estimated against the budget's, and ours beside the paper's at its last point;
     once every run reaches the paper's count, Figure 3's readings on those last points."""
     from .experiments import figure3_points, figure3_so_far
+    from .train import recorded_results
 
     b = get_budget("paper")
     p = NotebookParameters({"budget": "paper"}, b, Places.for_budget("paper"))
@@ -221,14 +222,18 @@ def paper_progress_figure3() -> str:
         return (f"**No Figure-3 run of the paper budget yet:** `python -m vae_utils piece --budget paper --figures 3` "
                 f"trains them ({len(configs)} runs).")
     lines = ["| N train | method | log p(x) points / the budget's | reached / the paper's | at its last point: ours "
-             "train / test | the paper's there |", "|---|---|---|---|---|---|"]
+             "train / test | the paper's there | minutes: training + log p(x) |", "|---|---|---|---|---|---|---|"]
     done = []
     for c in configs:
         r, wanted = records.get(c.name), figure3_points(c, b.fig3_points)
         head = f"| {c.n_train:,} | {LABELS[c.algorithm]} | "
         if r is None:
-            lines.append(head + f"0 / {len(wanted)} | not begun | | |")
+            lines.append(head + f"0 / {len(wanted)} | not begun | | | |")
             continue
+        run = recorded_results(c)  # the training record beside the curve (its time; the estimates' own in the curve)
+        spent = sum(pt[s].get(k, 0) for pt in r["points"] for s in ("train", "test")
+                    for k in ("appendix_d_seconds", "importance_seconds"))
+        minutes = f"{run['train_time_s'] / 60:.0f} + {spent / 60:.0f}" if run else "—"
         last = r["points"][-1]
         theirs = [paper_value(paper, "figure3", "mnist", c.n_z, c.algorithm, s, last["samples"], c.n_train)
                   for s in ("train", "test")]
@@ -236,7 +241,7 @@ def paper_progress_figure3() -> str:
             done.append(r)
         lines.append(head + f"{len(r['points'])} / {len(wanted)} | {_count(last['samples'])} / {_count(c.samples)} | "
                      f"{_f(last['train']['appendix_d'])} / {_f(last['test']['appendix_d'])} | "
-                     f"{_f(theirs[0])} / {_f(theirs[1])} |")
+                     f"{_f(theirs[0])} / {_f(theirs[1])} | {minutes} |")
     lines += ["", f"Appendix D on the first {b.ll_n} images per split; the paper's digitized curves ±"
               f"{DIGITIZATION['mnist']:g} nat, — where its curve is off the plot. {len(done)} of the {len(configs)} "
               f"Figure-3 runs reach the paper's count; {len(records) - len(done)} on the way, "
