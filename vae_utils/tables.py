@@ -24,8 +24,10 @@ from . import fidelity as FD
 from .benchmark import table as benchmark_table
 from .budgets import NotebookParameters, Places, get_budget
 from .experiments import DIGITIZATION, FIGURE2_LATENTS, figure2_configs, figure3_configs, figure2_claims, figure3_claims, likelihood_curve_path, read_curve_record
+from .experiments import figure3_points, figure3_so_far
 from .plotting import LABELS, PAPER_CSV, likelihood_table, method_label, load_paper_curves, load_results, paper_value, samples_label
 from .sweep import finished_result
+from .train import recorded_results
 from .records import AIS_CALIBRATION, REPO_ROOT, RESULTS_DIR, ResultsFileError, atomic_write_bytes, keeps_points, read_json
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/fidelity.md", "docs/performance.md")
@@ -211,9 +213,6 @@ def paper_progress_figure3() -> str:
     """The paper budget's Figure-3 runs trained so far (``experiments.figure3_so_far``): each run's
     log p(x) points estimated against the budget's, and ours beside the paper's at its last point;
     once every run reaches the paper's count, Figure 3's readings on those last points."""
-    from .experiments import figure3_points, figure3_so_far
-    from .train import recorded_results
-
     b = get_budget("paper")
     p = NotebookParameters({"budget": "paper"}, b, Places.for_budget("paper"))
     configs, paper = figure3_configs(p), _paper()
