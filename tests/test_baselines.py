@@ -109,3 +109,25 @@ def test_batch_mcem_takes_its_m_steps_on_every_point_with_the_full_prior(mnist_s
     for _ in range(100):
         alg.step()
     assert alg.evaluate(X, "train") > start + 50
+
+
+def test_the_mcem_step_size_trial_is_fixed_by_the_run_not_by_how_far_a_session_trains(tmp_path, data_dir):
+    """MCEM's grid trial spans Adagrad's warm-up iterations and one more (2 + 1 here: 10 warm-up M-steps of
+    5 per iteration), at least ``lr_trial_samples``. A Figure-3 run is trained to each log p(x) point in
+    turn, so its first session's ``samples`` is the first point: that must not change the trial (it did
+    when the trial stopped at ``samples``, and the paper budget's MCEM run chose another step than the
+    standard's). Two runs of one config, trained first to 1 iteration and to 5, score the same trial."""
+    from conftest import small_config
+    from vae_utils.train import mcem_samples_per_iteration, mcem_trial_length, train
+
+    kw = dict(algorithm="mcem", n_z=3, n_hidden=20, n_train=100, lr="auto", lr_trial_samples=1_000, eval_n=100)
+    per_iteration = mcem_samples_per_iteration(small_config(tmp_path, **kw), 100)
+    assert per_iteration == (10 + 1) * 100 + 5 * 100  # (L + 1) N + 5 N
+    assert mcem_trial_length(small_config(tmp_path, **kw), 100) == 3 * per_iteration
+    assert mcem_trial_length(small_config(tmp_path, **{**kw, "lr_trial_samples": 10 ** 5}), 100) == 10 ** 5
+    trials, logs = [], []
+    for i, samples in enumerate((per_iteration, 5 * per_iteration)):
+        cfg = small_config(tmp_path / str(i), **kw, samples=samples)
+        trials.append(train(cfg, progress=False, log=logs.append)["lr_trials"])
+    assert trials[0] == trials[1] and len(set(trials[0].values())) == 3  # past the warm-up the steps score apart
+    assert sum(f"after {3 * per_iteration} samples" in line for line in logs) == 6
