@@ -194,6 +194,10 @@ CLI_CASES = [
          check=lambda ws, out: out.count("identical") == 1),
     Case("results-dir-is-a-file", ["train", *TINY, "--samples", "1e4", "--name", "z", "--results-dir", "{r}/tiny.json",
                                    "--checkpoint-dir", "{ws}/c2"], 2, r"results folder .*tiny.json is a file, not a folder"),
+    Case("verify-trial-with-samples", ["verify", "{r}/tiny.json", "--trial", "--samples", "1e4"], 2,
+         r"--samples does not apply to --trial: a trial's length is fixed by its run"),
+    Case("verify-trial-of-a-run-at-a-given-step", ["verify", "{r}/tiny.json", "--trial", "--out-dir", "{ws}/v"], 2,
+         r"tiny.json was trained at a given step size \(0.02\), without a step-size trial: there is no trial to verify"),
 ]
 
 

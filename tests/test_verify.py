@@ -7,7 +7,7 @@ import torch
 
 from conftest import small_config
 from vae_utils import train as T
-from vae_utils.verify import compare_curves, verify_run
+from vae_utils.verify import compare_curves, compare_trials, machine_difference, verify_run, verify_trial
 
 
 def test_verify_verdicts_separate_float_noise_from_a_real_difference():
@@ -75,3 +75,57 @@ def test_a_wake_sleep_run_keeps_the_gradient_it_was_made_with(tmp_path, data_dir
     resumed = T.train(dataclasses.replace(part, gradient="auto"), **quiet)
     assert resumed["config"]["gradient"] == "autograd"
     assert [(p["train"], p["test"]) for p in resumed["curve"]] == [(p["train"], p["test"]) for p in old["curve"]]
+
+
+def test_trial_verdicts_need_the_same_steps_values_and_choice():
+    rec = {"0.01": -200.0, "0.02": -190.0, "0.1": None}  # 0.1 diverged
+    assert compare_trials(rec, dict(rec), 0.02, 0.02, 1e-3)["verdict"] == "identical"
+    near = compare_trials(rec, {**rec, "0.01": -200.0 + 2e-4}, 0.02, 0.02, 1e-3)
+    assert near["verdict"] == "agrees within 0.001" and abs(near["largest_difference"] - 2e-4) < 1e-9
+    assert compare_trials(rec, {**rec, "0.02": -189.0}, 0.02, 0.02, 1e-3)["verdict"] == "differs"
+    assert compare_trials(rec, dict(rec), 0.02, 0.01, 1e-3)["verdict"] == "differs"  # another step chosen
+    assert compare_trials(rec, {**rec, "0.1": -300.0}, 0.02, 0.02, 1e-3)["verdict"] == "differs"  # it did not diverge
+    assert compare_trials(rec, {"0.01": -200.0, "0.02": -190.0}, 0.02, 0.02, 1e-3)["verdict"] == "differs"  # a step fewer
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "mcem"])
+def test_verify_trial_reruns_a_records_step_size_trial(tmp_path, data_dir, algorithm):
+    """A run that chose its step by the trial: the trial re-run with today's code is identical to
+    the record's ``lr_trials`` and choice (MCEM's length fixed by the run, train.mcem_trial_length);
+    one value of the record moved by 5 nats is found, and on a record said to come from
+    another CPU the one-line message says so; a run at a given step has no trial to verify."""
+    extra = dict(n_train=1000, n_z=3, n_hidden=50, mcem_m_step="full_batch") if algorithm == "mcem" else {}
+    cfg = small_config(tmp_path, algorithm=algorithm, lr="auto", lr_trial_samples=3_000, samples=20_000, **extra)
+    done = T.train(cfg, progress=False, log=lambda *a: None)
+    path = tmp_path / "results" / "t.json"
+    quiet = lambda *a: None  # noqa: E731
+    first = verify_trial(path, data_dir=data_dir, log=quiet, out_dir=tmp_path / "v1")
+    assert first["verdict"] == "identical" and first["chosen"] == {"recorded": done["lr"], "rerun": done["lr"]}
+    assert (tmp_path / "v1" / "t_trial_verify.json").exists() and not first["machine_difference"]
+
+    record = json.loads(path.read_text())
+    step = next(k for k, v in record["lr_trials"].items() if v is not None)
+    record["lr_trials"][step] += 5.0  # beyond every algorithm's tolerance (MCEM's is 3 nats)
+    record["provenance"]["cpu_model"] = "Another CPU"
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(record))
+    said = []
+    verdict = verify_trial(moved, data_dir=data_dir, log=said.append, out_dir=tmp_path / "v2")
+    assert verdict["verdict"] == "differs" and abs(verdict["largest_difference"] - 5.0) < 1e-3
+    assert verdict["machine_difference"]["cpu_model"][0] == "Another CPU"
+    assert len(said) == 1 and "made on another machine (cpu_model Another CPU there" in said[0]
+
+    T.train(small_config(tmp_path, algorithm=algorithm, lr=0.02, samples=5_000, name="fixed", **extra),
+            progress=False, log=quiet)
+    with pytest.raises(ValueError, match=r"fixed.json was trained at a given step size \(0.02\), without a step-size "
+                                         r"trial: there is no trial to verify"):
+        verify_trial(tmp_path / "results" / "fixed.json", data_dir=data_dir, log=quiet, out_dir=tmp_path / "v3")
+    assert not (tmp_path / "v3" / "fixed_trial_verify.json").exists()
+
+
+def test_machine_difference_names_what_decides_rounding():
+    here = {"cpu_model": "AMD EPYC", "cpu_capability": "AVX512", "blas": "MKL", "onednn": "v3", "torch": "2.13.0"}
+    assert machine_difference(dict(here), here) == {}
+    old = {k: v for k, v in here.items() if k != "cpu_model"}  # a record from before the field was kept
+    assert machine_difference(old, here) == {"cpu_model": (None, "AMD EPYC")}
+    assert machine_difference({**here, "torch_threads": 2, "date": "x"}, here) == {}  # threads: the tolerance's part

@@ -218,7 +218,10 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="re-run the start of recorded runs and check their curves bit for bit")
     v.add_argument("results", nargs="+", type=_path, help="results/<run>.json files")
-    v.add_argument("--samples", type=_count, default=200_000, help="training samples re-run (the start of the curve)")
+    v.add_argument("--samples", type=_count, default=None, help="training samples re-run (the start of the curve; "
+                   "default 200000)")
+    v.add_argument("--trial", action="store_true", help="re-run each record's step-size trial instead, and compare "
+                   "every step's training value and the step chosen (verdict <run>_trial_verify.json)")
     v.add_argument("--data-dir", type=_path, default=None)
     v.add_argument("--out-dir", type=_path, default=None, help="folder for the verdicts (default: beside each results file)")
 
@@ -459,14 +462,21 @@ def _run(args) -> int:
     if args.command == "verify":
         from .config import ALGORITHMS
         from .records import read_training_record
-        from .verify import verify_run
-
-        from .verify import rerun_config
+        from .verify import check_has_trial, rerun_config, verify_run, verify_trial
 
         files = list(dict.fromkeys(args.results))  # a file named twice is verified once
+        if args.trial and args.samples is not None:
+            raise ValueError("--samples does not apply to --trial: a trial's length is fixed by its run")
+        samples = 200_000 if args.samples is None else args.samples
         for p in files:  # every file checked before any re-run
-            rerun_config(read_training_record(p, ALGORITHMS), args.samples, args.data_dir, ".", path=p)
-        verdicts = [verify_run(p, args.samples, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"] for p in files]
+            record = read_training_record(p, ALGORITHMS)
+            rerun_config(record, 1 if args.trial else samples, args.data_dir, ".", path=p)
+            if args.trial:
+                check_has_trial(record, p)
+        if args.trial:
+            verdicts = [verify_trial(p, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"] for p in files]
+        else:
+            verdicts = [verify_run(p, samples, data_dir=args.data_dir, out_dir=args.out_dir)["verdict"] for p in files]
         return 0 if all(v != "differs" for v in verdicts) else 1
     if args.command == "benchmark":
         from pathlib import Path

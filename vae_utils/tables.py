@@ -385,6 +385,28 @@ def verify_noise() -> str:
     return "\n".join(lines)
 
 
+TRIAL_VERDICT_BUDGETS = ("standard", "paper")  # whose records' step-size trials were re-run (docs/results.md)
+
+
+def trial_verdicts() -> str:
+    """Each re-run step-size trial (``verify --trial``, verdicts in ``results/<budget>/verify/``):
+    the step the record chose and the one chosen now, the verdict and where the record was made."""
+    lines = ["| budget | run | made on | step chosen: record / now | verdict | largest difference |",
+             "|---|---|---|---|---|---|"]
+    rows = [(b, read_json(p)) for b in TRIAL_VERDICT_BUDGETS
+            for p in sorted((RESULTS_DIR / b / "verify").glob("*_trial_verify.json"))]
+    for budget, v in rows:
+        lines.append(f"| {budget} | {v['run']} | {v['recorded_machine'].get('cpu_model') or 'not recorded'} | "
+                     f"{v['chosen']['recorded']:g} / {v['chosen']['rerun']:g} | {v['verdict']} | "
+                     f"{v['largest_difference']:.2g} nat |")
+    same_machine = [v for _, v in rows if not v["machine_difference"]]
+    return "\n".join(lines) + (
+        f"\n\n{len(rows)} trials re-run: the recorded step chosen again in "
+        f"{sum(v['chosen']['recorded'] == v['chosen']['rerun'] for _, v in rows)}; identical in "
+        f"{sum(v['verdict'] == 'identical' for _, v in rows)}; of the {len(same_machine)} made on a machine like this "
+        f"re-run's, identical in {sum(v['verdict'] == 'identical' for v in same_machine)}.")
+
+
 # --- docs/fidelity.md: the gaps, tested one cause at a time -------------------------------------
 
 def fidelity_frey_face() -> str:
@@ -607,7 +629,7 @@ RECORDED_BUDGETS = ("quick", "standard")  # the budgets whose record the README 
 BUDGET_TABLES = {f"{b}_{f.__name__}": functools.partial(f, b) for b in RECORDED_BUDGETS
                  for f in (figure2_mnist, figure2_frey, figure3)}
 TABLES = BUDGET_TABLES | {f.__name__: f for f in (budgets, figure2_long_runs, seed_spread,
-                                   figure3_long_runs, quadrature, verify_noise, paper_progress, paper_progress_figure3, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
+                                   figure3_long_runs, quadrature, verify_noise, trial_verdicts, paper_progress, paper_progress_figure3, paper_seeds, fidelity_frey_face, fidelity_wake_sleep,
                                    fidelity_wake_sleep_nz200, wake_sleep_nz200_kl, mnist_train_blocks, mnist_weight_prior, mnist_late_step,
                                    frey_long_run, frey_latents,
                                    mcem_xaxis, mcem_seeds, mcem_seeds_n50000, figure3_aevb, ais_calibration, gaps_remaining, benchmarks, benchmarks_cuda, benchmark_profile)}

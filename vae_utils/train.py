@@ -305,6 +305,19 @@ def choose_lr(cfg: TrainConfig, X_train, sets, log) -> tuple[float, dict]:
     return max(finite, key=finite.get), scores
 
 
+def rerun_trial(cfg: TrainConfig, log=print) -> tuple[float, dict]:
+    """``cfg``'s step-size trial run again from its seed, on its data, device and gradient as
+    ``train`` sets them up, nothing written: (the step chosen, each step's training value), what
+    ``verify --trial`` compares with a record's ``lr`` and ``lr_trials``."""
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    X_train, X_test = load_data(cfg)
+    sets = {split: X.to(device) for split, X in eval_sets(cfg, X_train, X_test).items()}
+    if cfg.algorithm in APPLIES_TO["gradient"]:
+        cfg = dataclasses.replace(cfg, gradient=gradient_of(cfg))
+    return choose_lr(cfg, X_train.to(device), sets, log)
+
+
 def run_config_of(record: dict, path, error=ResultsFileError, **overrides) -> TrainConfig:
     """The run a record (results file or checkpoint) describes, with ``overrides``; a config that
     is not a valid run is refused as ``error`` naming the file."""

@@ -1,6 +1,8 @@
 """Verification of recorded runs: the start of a run re-run with today's code, its curve
-compared point by point with the record; and a lost checkpoint regained the same way, the whole
-run re-run and checked before its state is installed (``restore_checkpoint``).
+compared point by point with the record; its step-size trial re-run, each step's training value
+compared with the record's ``lr_trials`` and the step chosen with its ``lr`` (``verify_trial``);
+and a lost checkpoint regained the same way, the whole run re-run and checked before its state is
+installed (``restore_checkpoint``).
 
     verdict = identical            every bit of every compared curve point
             | agrees within X      largest |difference| <= X = VERIFY_TOLERANCE[algorithm]
@@ -8,12 +10,13 @@ run re-run and checked before its state is installed (``restore_checkpoint``).
 
 X is ten times the largest difference that floating-point noise alone was measured to produce
 (``measure_float_noise``: the same run at 1 and at 2 threads). A verdict is a record
-(``<run>_verify.json``) and follows ``records``: the one already there is reused when it came
+(``<run>_verify.json``, a trial's ``<run>_trial_verify.json``) and follows ``records``: the one already there is reused when it came
 from the same clean commit, and otherwise kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -27,8 +30,8 @@ from .device import kind_of
 from .records import (Interrupted, RunFailed, check_output_file, checkpoint_path, differences, existing_record, provenance,
                       read_training_record, write_record)
 from .records import results_path as record_path
-from .train import (RunLock, load_checkpoint, recorded_gradient, recorded_results, run_config_of, save_checkpoint,
-                    sessions_of, train)
+from .train import (RunLock, load_checkpoint, recorded_gradient, recorded_results, rerun_trial, run_config_of,
+                    save_checkpoint, sessions_of, train)
 
 
 # Largest curve difference (nats per datapoint) that floating-point noise alone produces when a
@@ -39,6 +42,29 @@ from .train import (RunLock, load_checkpoint, recorded_gradient, recorded_result
 # accept decision flips, the trajectories part, so their curves drift by hundredths to tenths of
 # a nat while remaining the same computation.
 VERIFY_TOLERANCE = {"aevb": 3e-4, "wake_sleep": 0.4, "mcem": 3.0}
+
+
+# What decides a CPU's rounding beyond the thread count (records.machine): another CPU model or
+# vector capability takes other BLAS kernels (MKL dispatches by vendor and instruction set), and
+# AEVB's first steps at a large step size, like wake-sleep and MCEM throughout, amplify rounding.
+MACHINE_KEYS = ("cpu_model", "cpu_capability", "blas", "onednn", "torch")
+
+
+def machine_difference(recorded: dict, rerun: dict) -> dict:
+    """``{key: (recorded, rerun)}`` for each of ``MACHINE_KEYS`` that differs between two
+    provenances; a key the record does not name (records from before it was kept) counts as
+    differing, its recorded value None."""
+    return {k: (recorded.get(k), rerun.get(k)) for k in MACHINE_KEYS if recorded.get(k) != rerun.get(k)}
+
+
+def machine_hint(difference: dict) -> str:
+    """One clause for a 'differs' verdict made on another machine than the record's."""
+    if not difference:
+        return ""
+    k, (was, now) = next(iter(difference.items()))
+    named = f"{k} {was or 'not recorded'} there, {now} here" + (f", and {len(difference) - 1} more" if len(difference) > 1 else "")
+    return (f"; the record was made on another machine ({named}): its kernels round otherwise and the tolerance "
+            f"holds on one machine, so re-run it on a machine like the record's before calling the code changed")
 
 
 def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) -> dict:
@@ -95,10 +121,23 @@ def _rerun(recorded: dict, samples: int, data_dir, threads: int = 1, path="the r
                               f"no verdict was written: rerun the command to verify", signum=e.signum) from None
 
 
-def verify_path(results_path, out_dir=None) -> Path:
-    """Where the verdict on ``results_path`` goes: ``<run>_verify.json`` beside it, or in ``out_dir``."""
+def verify_path(results_path, out_dir=None, kind: str = "verify") -> Path:
+    """Where the verdict on ``results_path`` goes: ``<run>_<kind>.json`` (``_verify``, a trial's
+    ``_trial_verify``) beside it, or in ``out_dir``."""
     results_path = Path(results_path)
-    return (Path(out_dir) if out_dir else results_path.parent) / (results_path.stem + "_verify.json")
+    return (Path(out_dir) if out_dir else results_path.parent) / f"{results_path.stem}_{kind}.json"
+
+
+def _existing_verdict(out: Path, wanted: dict, what: str):
+    """The verdict already in ``out`` if it is of the same run and settings from this same clean
+    commit (None if there is none); one of other code or settings is kept and this one refused."""
+    session = provenance()
+    same_code = lambda r: (isinstance(r.get("provenance"), dict) and not session["git_dirty"]  # noqa: E731
+                           and not r["provenance"].get("git_dirty") and session["git_commit"] is not None
+                           and r["provenance"].get("git_commit") == session["git_commit"])
+    diff = lambda r: {**differences(r, wanted), **({} if same_code(r) else {"code": (  # noqa: E731
+        (r.get("provenance") or {}).get("git_commit"), f"{session['git_commit']}{' (dirty)' * bool(session['git_dirty'])}")})}
+    return existing_record(out, what, diff, "pass --out-dir to write this verdict elsewhere", required=("verdict",))
 
 
 def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, out_dir=None) -> dict:
@@ -117,15 +156,8 @@ def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, o
     results_path = Path(results_path)
     recorded = read_training_record(results_path, ALGORITHMS)
     out = verify_path(results_path, out_dir)
-    session = provenance()
     wanted = {"run": recorded["name"], "samples": samples, "recorded_commit": recorded["provenance"].get("git_commit")}
-    same_code = lambda r: (isinstance(r.get("provenance"), dict) and not session["git_dirty"]  # noqa: E731
-                           and not r["provenance"].get("git_dirty") and session["git_commit"] is not None
-                           and r["provenance"].get("git_commit") == session["git_commit"])
-    diff = lambda r: {**differences(r, wanted), **({} if same_code(r) else {"code": (  # noqa: E731
-        (r.get("provenance") or {}).get("git_commit"), f"{session['git_commit']}{' (dirty)' * bool(session['git_dirty'])}")})}
-    old = existing_record(out, f"a verify verdict on {recorded['name']}", diff,
-                          "pass --out-dir to write this verdict elsewhere", required=("verdict",))
+    old = _existing_verdict(out, wanted, f"a verify verdict on {recorded['name']}")
     if old is not None:
         log(f"{recorded['name']}: verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
         return old
@@ -133,14 +165,85 @@ def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, o
     rerun_config(recorded, samples, data_dir, out.parent, path=results_path)  # a bad config refused before any work
     rerun = _rerun(recorded, samples, data_dir, path=results_path)
     cmp = compare_curves(recorded["curve"], rerun["curve"], VERIFY_TOLERANCE[recorded["algorithm"]])
+    other = machine_difference(recorded["provenance"], rerun["provenance"])
     result = {**wanted, **cmp, "identical": cmp["verdict"] == "identical",
               "recorded_machine": {k: recorded["provenance"].get(k) for k in ("cpu_model", "blas", "onednn",
                                                                               "torch_threads", "processor")},
+              "machine_difference": other,
               "comparison": [{"samples": p["samples"], "rerun": (p["train"], p["test"])} for p in rerun["curve"]],
               "provenance": rerun["provenance"]}
     write_record(out, result, f"a verify verdict on {recorded['name']}")
     log(f"{recorded['name']}: {cmp['points_compared']} curve points up to {samples:,} samples: {cmp['verdict']} "
-        f"(largest difference {cmp['largest_difference']:.3g} nat) with the code at {rerun['provenance']['git_commit']}")
+        f"(largest difference {cmp['largest_difference']:.3g} nat) with the code at {rerun['provenance']['git_commit']}"
+        + (machine_hint(other) if cmp["verdict"] == "differs" else ""))
+    return result
+
+
+def compare_trials(recorded: dict, rerun: dict, recorded_lr: float, rerun_lr: float, tolerance: float) -> dict:
+    """Verdict on two step-size trials (``{step: training value or None}``): 'identical' (the same
+    steps, every value to the bit, the same step chosen), 'agrees within <tol>' (the same steps
+    and choice, values within the floating-point tolerance) or 'differs'; with the largest
+    difference."""
+    same_steps = set(recorded) == set(rerun) and all((recorded[k] is None) == (rerun[k] is None) for k in recorded)
+    diffs = [abs(recorded[k] - rerun[k]) for k in recorded if recorded[k] is not None and rerun.get(k) is not None]
+    largest = max(diffs, default=0.0 if same_steps else math.inf)
+    if not same_steps or float(recorded_lr) != float(rerun_lr):
+        verdict = "differs"
+    elif all(recorded[k] == rerun[k] for k in recorded):
+        verdict = "identical"
+    elif largest <= tolerance:
+        verdict = f"agrees within {tolerance:g}"
+    else:
+        verdict = "differs"
+    return {"verdict": verdict, "largest_difference": largest, "steps_compared": len(diffs), "tolerance": tolerance,
+            "chosen": {"recorded": recorded_lr, "rerun": rerun_lr}}
+
+
+def check_has_trial(recorded: dict, path) -> None:
+    """Refuse in one line a record trained at a given step size: it has no trial to verify."""
+    if not isinstance(recorded.get("lr_trials"), dict) or not recorded["lr_trials"]:
+        raise ValueError(f"{path} was trained at a given step size ({recorded['lr']}), without a step-size trial: "
+                         f"there is no trial to verify")
+
+
+def verify_trial(results_path, data_dir=None, log=print, out_dir=None) -> dict:
+    """Re-run a record's step-size trial with today's code and compare it with the record.
+
+    Each step of the grid trains from the run's seed for the trial's length (fixed by the run's
+    identity: ``lr_trial_samples``, MCEM ``train.mcem_trial_length``) and is scored on the
+    training images, as ``train.choose_lr`` did when the run began; the verdict compares every
+    step's value with the record's ``lr_trials`` (``VERIFY_TOLERANCE`` as for curves) and the
+    step chosen with its ``lr``. A record trained at a given step has no trial and is refused in
+    one line. The verdict goes to ``<run>_trial_verify.json`` and is reused or kept as
+    ``verify_run``'s is.
+    """
+    results_path = Path(results_path)
+    recorded = read_training_record(results_path, ALGORITHMS)
+    check_has_trial(recorded, results_path)
+    out = verify_path(results_path, out_dir, "trial_verify")
+    wanted = {"run": recorded["name"], "trial": True, "recorded_commit": recorded["provenance"].get("git_commit")}
+    old = _existing_verdict(out, wanted, f"a trial verdict on {recorded['name']}")
+    if old is not None:
+        log(f"{recorded['name']}: trial verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
+        return old
+    check_output_file(out, "verify record")
+    # the trial ran at the start of the run: on the device that began it (rerun_config refuses what it cannot)
+    cfg = dataclasses.replace(rerun_config(recorded, 1, data_dir, out.parent, path=results_path, name="verify_trial"),
+                              lr="auto")
+    trials = []
+    lr, scores = rerun_trial(cfg, log=trials.append)
+    cmp = compare_trials(recorded["lr_trials"], scores, recorded["lr"], lr, VERIFY_TOLERANCE[recorded["algorithm"]])
+    session = provenance()
+    other = machine_difference(recorded["provenance"], session)
+    result = {**wanted, **cmp, "identical": cmp["verdict"] == "identical",
+              "comparison": {k: {"recorded": recorded["lr_trials"].get(k), "rerun": scores.get(k)}
+                             for k in dict.fromkeys([*recorded["lr_trials"], *scores])},
+              "trial_log": trials, "recorded_machine": {k: recorded["provenance"].get(k) for k in MACHINE_KEYS},
+              "machine_difference": other, "provenance": session}
+    write_record(out, result, f"a trial verdict on {recorded['name']}")
+    log(f"{recorded['name']}: step-size trial ({len(scores)} steps) {cmp['verdict']} (largest difference "
+        f"{cmp['largest_difference']:.3g} nat; chosen {recorded['lr']} recorded, {lr} now)"
+        + (machine_hint(other) if cmp["verdict"] == "differs" else ""))
     return result
 
 
