@@ -391,20 +391,24 @@ TRIAL_VERDICT_BUDGETS = ("standard", "paper")  # whose records' step-size trials
 def trial_verdicts() -> str:
     """Each re-run step-size trial (``verify --trial``, verdicts in ``results/<budget>/verify/``):
     the step the record chose and the one chosen now, the verdict and where the record was made."""
-    lines = ["| budget | run | made on | step chosen: record / now | verdict | largest difference |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| budget | run | made on | step chosen: record / now | its value: record / now | verdict | "
+             "largest difference |", "|---|---|---|---|---|---|---|"]
     rows = [(b, read_json(p)) for b in TRIAL_VERDICT_BUDGETS
             for p in sorted((RESULTS_DIR / b / "verify").glob("*_trial_verify.json"))]
+    chosen = lambda v: v["comparison"][str(v["chosen"]["recorded"])]  # noqa: E731  the recorded step's values
     for budget, v in rows:
         lines.append(f"| {budget} | {v['run']} | {v['recorded_machine'].get('cpu_model') or 'not recorded'} | "
-                     f"{v['chosen']['recorded']:g} / {v['chosen']['rerun']:g} | {v['verdict']} | "
+                     f"{v['chosen']['recorded']:g} / {v['chosen']['rerun']:g} | "
+                     f"{_pair(chosen(v)['recorded'], chosen(v)['rerun'], 2)} | {v['verdict']} | "
                      f"{v['largest_difference']:.2g} nat |")
     same_machine = [v for _, v in rows if not v["machine_difference"]]
+    close = [v for _, v in rows if abs(chosen(v)["recorded"] - chosen(v)["rerun"]) <= v["tolerance"]]
     return "\n".join(lines) + (
         f"\n\n{len(rows)} trials re-run: the recorded step chosen again in "
-        f"{sum(v['chosen']['recorded'] == v['chosen']['rerun'] for _, v in rows)}; identical in "
-        f"{sum(v['verdict'] == 'identical' for _, v in rows)}; of the {len(same_machine)} made on a machine like this "
-        f"re-run's, identical in {sum(v['verdict'] == 'identical' for v in same_machine)}.")
+        f"{sum(v['chosen']['recorded'] == v['chosen']['rerun'] for _, v in rows)}, its value within the verdict's "
+        f"tolerance in {len(close)}; identical in {sum(v['verdict'] == 'identical' for _, v in rows)}; of the "
+        f"{len(same_machine)} made on a machine like this re-run's, identical in "
+        f"{sum(v['verdict'] == 'identical' for v in same_machine)}.")
 
 
 # --- docs/fidelity.md: the gaps, tested one cause at a time -------------------------------------
