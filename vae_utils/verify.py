@@ -128,16 +128,24 @@ def verify_path(results_path, out_dir=None, kind: str = "verify") -> Path:
     return (Path(out_dir) if out_dir else results_path.parent) / f"{results_path.stem}_{kind}.json"
 
 
-def _existing_verdict(out: Path, wanted: dict, what: str):
-    """The verdict already in ``out`` if it is of the same run and settings from this same clean
-    commit (None if there is none); one of other code or settings is kept and this one refused."""
+def _existing_verdict(out: Path, wanted: dict, what: str, name: str, log):
+    """The ``what`` ('verify verdict', 'trial verdict') on run ``name`` already in ``out`` if it is
+    of the same run and settings from this same clean commit, reused and said so (None if there is
+    none, ``out`` then checked writable); one of other code or settings is kept and this one
+    refused."""
     session = provenance()
     same_code = lambda r: (isinstance(r.get("provenance"), dict) and not session["git_dirty"]  # noqa: E731
                            and not r["provenance"].get("git_dirty") and session["git_commit"] is not None
                            and r["provenance"].get("git_commit") == session["git_commit"])
     diff = lambda r: {**differences(r, wanted), **({} if same_code(r) else {"code": (  # noqa: E731
         (r.get("provenance") or {}).get("git_commit"), f"{session['git_commit']}{' (dirty)' * bool(session['git_dirty'])}")})}
-    return existing_record(out, what, diff, "pass --out-dir to write this verdict elsewhere", required=("verdict",))
+    old = existing_record(out, f"a {what} on {name}", diff, "pass --out-dir to write this verdict elsewhere",
+                          required=("verdict",))
+    if old is not None:
+        log(f"{name}: {what} of this commit already recorded in {out}: {old['verdict']} (reused)")
+        return old
+    check_output_file(out, "verify record")
+    return None
 
 
 def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, out_dir=None) -> dict:
@@ -157,11 +165,9 @@ def verify_run(results_path, samples: int = 200_000, data_dir=None, log=print, o
     recorded = read_training_record(results_path, ALGORITHMS)
     out = verify_path(results_path, out_dir)
     wanted = {"run": recorded["name"], "samples": samples, "recorded_commit": recorded["provenance"].get("git_commit")}
-    old = _existing_verdict(out, wanted, f"a verify verdict on {recorded['name']}")
+    old = _existing_verdict(out, wanted, "verify verdict", recorded["name"], log)
     if old is not None:
-        log(f"{recorded['name']}: verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
         return old
-    check_output_file(out, "verify record")
     rerun_config(recorded, samples, data_dir, out.parent, path=results_path)  # a bad config refused before any work
     rerun = _rerun(recorded, samples, data_dir, path=results_path)
     cmp = compare_curves(recorded["curve"], rerun["curve"], VERIFY_TOLERANCE[recorded["algorithm"]])
@@ -222,11 +228,9 @@ def verify_trial(results_path, data_dir=None, log=print, out_dir=None) -> dict:
     check_has_trial(recorded, results_path)
     out = verify_path(results_path, out_dir, "trial_verify")
     wanted = {"run": recorded["name"], "trial": True, "recorded_commit": recorded["provenance"].get("git_commit")}
-    old = _existing_verdict(out, wanted, f"a trial verdict on {recorded['name']}")
+    old = _existing_verdict(out, wanted, "trial verdict", recorded["name"], log)
     if old is not None:
-        log(f"{recorded['name']}: trial verdict of this commit already recorded in {out}: {old['verdict']} (reused)")
         return old
-    check_output_file(out, "verify record")
     # the trial ran at the start of the run: on the device that began it (rerun_config refuses what it cannot)
     cfg = dataclasses.replace(rerun_config(recorded, 1, data_dir, out.parent, path=results_path, name="verify_trial"),
                               lr="auto")
