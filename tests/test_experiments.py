@@ -1,5 +1,6 @@
 """A budget trained in pieces (experiments.train_piece): what the notebooks then draw without training."""
 
+import json
 import re
 
 import papermill as pm
@@ -181,11 +182,14 @@ def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path,
     record = tmp_path / "results" / f"{name}.json"
     text = record.read_text()
     first = re.search(r'"train": (-?[0-9.]+)', text).group(1)  # a recorded value the re-run will not reproduce
-    record.write_text(text.replace(f'"train": {first}', f'"train": {float(first) - 1.0}', 1))
+    moved = json.loads(text.replace(f'"train": {first}', f'"train": {float(first) - 1.0}', 1))
+    moved["provenance"]["cpu_model"] = "Another CPU"  # as a record made elsewhere: the refusal names the machine
+    record.write_text(json.dumps(moved))
     before = record.read_bytes()
     with pytest.raises(RestoreDiffers, match="differs from the record") as e:
         train_piece("smoke", ["2"], output_dir=tmp_path, **one)
     assert "\n" not in str(e.value) and record.read_bytes() == before
+    assert "the record was made on another machine (cpu_model Another CPU there" in str(e.value)
     assert not (tmp_path / "checkpoints" / f"{name}.pt").exists()
     assert (tmp_path / "checkpoints" / "restore" / f"{name}.json").exists()  # the re-run kept, to look into
 

@@ -296,7 +296,8 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
         raise RestoreDiffers(f"{cfg.name}: the re-run to {at:,} samples {how} the record {out} "
                              f"(largest difference {cmp['largest_difference']:.3g} nat over {cmp['points_compared']} "
                              f"points); no checkpoint was installed, and the record and the re-run "
-                             f"{record_path(side)} are kept (remove the re-run's files to try again)")
+                             f"{record_path(side)} are kept (remove the re-run's files to try again)"
+                             + machine_hint(machine_difference(record["provenance"], rerun["provenance"])))
     ckpt = load_checkpoint(checkpoint_path(side))
     # the record's run: its identity, step size, trials and curve; the state the re-run reached
     ckpt.update(config=cfg.identity(), lr=record["lr"], lr_trials=record["lr_trials"], curve=record["curve"])
