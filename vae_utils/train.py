@@ -261,6 +261,13 @@ def eval_sets(cfg: TrainConfig, X_train, X_test):
     return sets
 
 
+def data_on_device(cfg: TrainConfig, device) -> tuple[torch.Tensor, dict]:
+    """A run's training images and its curve's evaluation sets (``eval_sets``), on ``device``."""
+    X_train, X_test = load_data(cfg)
+    sets = {split: X.to(device) for split, X in eval_sets(cfg, X_train, X_test).items()}
+    return X_train.to(device), sets
+
+
 def evaluation_images(cfg, split: str, n: int, data_dir=None) -> torch.Tensor:
     """The first ``n`` images of a split of a run's data (``cfg`` a TrainConfig or its dict),
     binarised as its training curve scores them: what log p(x) estimates are computed on."""
@@ -310,12 +317,10 @@ def rerun_trial(cfg: TrainConfig, log=print) -> tuple[float, dict]:
     ``train`` sets them up, nothing written: (the step chosen, each step's training value), what
     ``verify --trial`` compares with a record's ``lr`` and ``lr_trials``."""
     torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    X_train, X_test = load_data(cfg)
-    sets = {split: X.to(device) for split, X in eval_sets(cfg, X_train, X_test).items()}
+    X_train, sets = data_on_device(cfg, resolve_device(cfg.device))
     if cfg.algorithm in APPLIES_TO["gradient"]:
         cfg = dataclasses.replace(cfg, gradient=gradient_of(cfg))
-    return choose_lr(cfg, X_train.to(device), sets, log)
+    return choose_lr(cfg, X_train, sets, log)
 
 
 def run_config_of(record: dict, path, error=ResultsFileError, **overrides) -> TrainConfig:
@@ -616,9 +621,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
                 f"{ckpt['curve'][-1]['samples'] if ckpt['curve'] else 0:,} samples against "
                 f"{recorded['samples_seen']:,}); resuming from it would lose recorded points: restore the run's "
                 f"latest checkpoint, or train elsewhere with another --results-dir (both files are kept)")
-    X_train, X_test = load_data(cfg)
-    sets = {split: X.to(device) for split, X in eval_sets(cfg, X_train, X_test).items()}
-    X_train = X_train.to(device)  # once: every trial and the run use this copy
+    X_train, sets = data_on_device(cfg, device)  # once: every trial and the run use this copy
     schedule = eval_schedule(cfg)
 
     if ckpt is not None and cfg.gradient == "auto":  # a run goes on with the gradient it was made with

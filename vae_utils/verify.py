@@ -128,12 +128,12 @@ def verify_path(results_path, out_dir=None, kind: str = "verify") -> Path:
     return (Path(out_dir) if out_dir else results_path.parent) / f"{results_path.stem}_{kind}.json"
 
 
-def _existing_verdict(out: Path, wanted: dict, what: str, name: str, log):
+def _existing_verdict(out: Path, wanted: dict, what: str, name: str, log, session: dict | None = None):
     """The ``what`` ('verify verdict', 'trial verdict') on run ``name`` already in ``out`` if it is
     of the same run and settings from this same clean commit, reused and said so (None if there is
     none, ``out`` then checked writable); one of other code or settings is kept and this one
-    refused."""
-    session = provenance()
+    refused. ``session``: this process's provenance, taken here if not given."""
+    session = session or provenance()
     same_code = lambda r: (isinstance(r.get("provenance"), dict) and not session["git_dirty"]  # noqa: E731
                            and not r["provenance"].get("git_dirty") and session["git_commit"] is not None
                            and r["provenance"].get("git_commit") == session["git_commit"])
@@ -228,7 +228,8 @@ def verify_trial(results_path, data_dir=None, log=print, out_dir=None) -> dict:
     check_has_trial(recorded, results_path)
     out = verify_path(results_path, out_dir, "trial_verify")
     wanted = {"run": recorded["name"], "trial": True, "recorded_commit": recorded["provenance"].get("git_commit")}
-    old = _existing_verdict(out, wanted, "trial verdict", recorded["name"], log)
+    session = provenance()  # taken once, now: the code this process runs is the code at its start
+    old = _existing_verdict(out, wanted, "trial verdict", recorded["name"], log, session)
     if old is not None:
         return old
     # the trial ran at the start of the run: on the device that began it (rerun_config refuses what it cannot)
@@ -237,7 +238,6 @@ def verify_trial(results_path, data_dir=None, log=print, out_dir=None) -> dict:
     trials = []
     lr, scores = rerun_trial(cfg, log=trials.append)
     cmp = compare_trials(recorded["lr_trials"], scores, recorded["lr"], lr, VERIFY_TOLERANCE[recorded["algorithm"]])
-    session = provenance()
     other = machine_difference(recorded["provenance"], session)
     result = {**wanted, **cmp, "identical": cmp["verdict"] == "identical",
               "comparison": {k: {"recorded": recorded["lr_trials"].get(k), "rerun": scores.get(k)}
