@@ -176,7 +176,7 @@ def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path,
     from vae_utils.verify import RestoreDiffers
 
     one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], **QUIET)
-    done = train_piece("smoke", ["2"], output_dir=tmp_path, target=2_000, **one)
+    done = train_piece("smoke", ["2"], output_dir=tmp_path, target=17_800, **one)
     name = done["finished"][0]
     (tmp_path / "checkpoints" / f"{name}.pt").unlink()
     record = tmp_path / "results" / f"{name}.json"
@@ -186,12 +186,37 @@ def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path,
     moved["provenance"]["cpu_model"] = "Another CPU"  # as a record made elsewhere: the refusal names the machine
     record.write_text(json.dumps(moved))
     before = record.read_bytes()
-    with pytest.raises(RestoreDiffers, match="differs from the record") as e:
+    parted = next(p["samples"] for p in moved["curve"] if p["train"] == float(first) - 1.0)
+    assert parted < moved["samples_seen"]
+    with pytest.raises(RestoreDiffers, match=f"differs at {parted:,} samples from the record") as e:
         train_piece("smoke", ["2"], output_dir=tmp_path, **one)
     assert "\n" not in str(e.value) and record.read_bytes() == before
     assert "the record was made on another machine (cpu_model Another CPU there" in str(e.value)
     assert not (tmp_path / "checkpoints" / f"{name}.pt").exists()
-    assert (tmp_path / "checkpoints" / "restore" / f"{name}.json").exists()  # the re-run kept, to look into
+    kept = json.loads((tmp_path / "checkpoints" / "restore" / f"{name}.json").read_text())  # the re-run, to look into
+    assert kept["samples_seen"] == parted  # stopped where it parted from the record, not at the record's end
+    assert (tmp_path / "checkpoints" / "restore" / f"{name}.pt").exists()
+    again = (tmp_path / "checkpoints" / "restore" / f"{name}.json").read_bytes()
+    with pytest.raises(RestoreDiffers, match=f"has parted \\(by {parted:,} samples\\) from the record"):
+        train_piece("smoke", ["2"], output_dir=tmp_path, **one)  # the same command again: refused before any step
+    assert (tmp_path / "checkpoints" / "restore" / f"{name}.json").read_bytes() == again
+
+
+def test_a_rerun_that_parts_from_its_record_only_past_its_last_point_is_refused_at_its_end(tmp_path, data_dir):
+    """The point-by-point check and the check at the end agree: a record whose last point was tampered
+    with is refused once the re-run reaches that point, and nothing is installed."""
+    from vae_utils.verify import RestoreDiffers
+
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], **QUIET)
+    name = train_piece("smoke", ["2"], output_dir=tmp_path, target=17_800, **one)["finished"][0]
+    (tmp_path / "checkpoints" / f"{name}.pt").unlink()
+    record = tmp_path / "results" / f"{name}.json"
+    moved = json.loads(record.read_text())
+    moved["curve"][-1]["test"] += 1.0
+    record.write_text(json.dumps(moved))
+    with pytest.raises(RestoreDiffers, match=f"differs at {moved['curve'][-1]['samples']:,} samples from the record"):
+        train_piece("smoke", ["2"], output_dir=tmp_path, **one)
+    assert not (tmp_path / "checkpoints" / f"{name}.pt").exists()
 
 
 def test_a_budget_with_no_checkpoints_here_is_refused_as_a_start_naming_what_is_missing(tmp_path, monkeypatch):

@@ -371,7 +371,7 @@ class TimeLimitReached(Interrupted):
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_steps: int | None = None,
-          on_progress=None, deadline: float | None = None) -> dict:
+          on_progress=None, on_point=None, deadline: float | None = None) -> dict:
     """Train (or resume) the run described by ``cfg``; returns and writes its results dict.
 
     Before any work: a finished results record of the same run at or beyond ``cfg.samples`` is
@@ -382,7 +382,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
 
     ``stop_after_steps`` ends the session early as a kill would (used by tests); the
     checkpoint then lets a later call continue. ``on_progress(samples_seen)`` is called after
-    every step (a sweep's shared progress bar). While it trains, the process holds the run's
+    every step (a sweep's shared progress bar); ``on_point(point)`` after every curve point, once its
+    checkpoint and record are written (a regain checks each point as it comes; what it raises stops
+    the run there, nothing lost). While it trains, the process holds the run's
     lock (``RunLock``): a second process starting the same run is refused. Ctrl-C (or SIGTERM) stops at the
     end of the current step, writes a checkpoint and raises ``Interrupted``; so does reaching
     ``deadline`` (a ``time.time()`` value), with ``TimeLimitReached``.
@@ -395,7 +397,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print, stop_after_step
     with flush_denormals(), RunLock(ckpt_path):
         stop = {"stop": False}
         return drive(session(cfg, ckpt_path, recorded, stop, progress=progress, log=log,
-                             stop_after_steps=stop_after_steps, on_progress=on_progress, deadline=deadline), stop)
+                             stop_after_steps=stop_after_steps, on_progress=on_progress, on_point=on_point,
+                             deadline=deadline), stop)
 
 
 @contextlib.contextmanager
@@ -598,7 +601,8 @@ def stopped_by(flag: dict) -> str:
 
 
 def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt: dict, *, progress=False, log=print,
-            stop_after_steps=None, on_progress=None, deadline=None, runs_in_batch: int = 1, runs_together: int = 1):
+            stop_after_steps=None, on_progress=None, on_point=None, deadline=None, runs_in_batch: int = 1,
+            runs_together: int = 1):
     """One run's training as a generator: it loads or starts the run, then yields the ``Run``
     whenever it needs a step and is sent back ``(objective, seconds)`` once the step is done (by
     ``drive``, or by a batched driver that steps several runs at once); between steps it keeps
@@ -737,6 +741,12 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
             checkpoint()
             write_results(results(finished=False))
             last_ckpt = time.time()
+            if on_point is not None:
+                try:
+                    on_point(point)
+                except BaseException:
+                    bar.close()
+                    raise
         elif time.time() - last_ckpt > cfg.checkpoint_every_s:
             checkpoint()
             last_ckpt = time.time()

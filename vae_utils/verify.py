@@ -276,7 +276,9 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
     (``compare_curves``, ``VERIFY_TOLERANCE``), and only when they agree up to the record's last point
     is its state installed as ``cfg``'s checkpoint, with the record's curve, step size and trials
     and a session line saying how it was regained; the re-run's files are then removed. A re-run
-    that differs raises ``RestoreDiffers`` in one line, and the record and the re-run are kept.
+    that differs raises ``RestoreDiffers`` in one line, and the record and the re-run are kept: each
+    curve point is checked as the re-run reaches it (``train(on_point=...)``), so a re-run that parts
+    from its record (on another machine, say) stops at that point rather than at the record's end.
 
     Returns the installed checkpoint's path, or None where nothing is to be restored (no record,
     a checkpoint already there, or a record already at or beyond ``cfg.samples``)."""
@@ -286,18 +288,35 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
         return None
     at = record["samples_seen"]
     side = rerun_config(record, at, cfg.data_dir, ckpt_path.parent / "restore", cfg.threads, out, name=cfg.name)
+    tolerance = VERIFY_TOLERANCE[record["algorithm"]]
+
+    def refuse(how: str, cmp: dict, rerun_provenance: dict) -> RestoreDiffers:
+        return RestoreDiffers(f"{cfg.name}: the re-run to {at:,} samples {how} the record {out} "
+                              f"(largest difference {cmp['largest_difference']:.3g} nat over {cmp['points_compared']} "
+                              f"points); no checkpoint was installed, and the record and the re-run "
+                              f"{record_path(side)} are kept (remove the re-run's files to try again)"
+                              + machine_hint(machine_difference(record["provenance"], rerun_provenance)))
+
+    recorded_points = {p["samples"]: p for p in record["curve"]}
+
+    def check_point(point: dict) -> None:
+        # each point as it comes, so that a re-run that parts from its record stops there, not hours later at its end
+        if point["samples"] in recorded_points:
+            cmp = compare_curves([recorded_points[point["samples"]]], [point], tolerance)
+            if cmp["verdict"] == "differs":
+                raise refuse(f"differs at {point['samples']:,} samples from", cmp, provenance())
+
+    so_far = recorded_results(side)  # a re-run stopped on its way (a deadline) goes on only if it still agrees
+    if so_far is not None and (cmp := compare_curves(record["curve"], so_far["curve"], tolerance))["verdict"] == "differs":
+        raise refuse(f"has parted (by {so_far['samples_seen']:,} samples) from", cmp, so_far["provenance"])
     log(f"{cfg.name}: its record {out} stands at {at:,} samples but its checkpoint {ckpt_path} is missing; re-running "
-        f"it from the start in {ckpt_path.parent / 'restore'} to regain it (checked against the record)")
-    rerun = train(side, progress=progress, log=log, deadline=deadline)
-    cmp = compare_curves(record["curve"], rerun["curve"], VERIFY_TOLERANCE[record["algorithm"]])
+        f"it from the start in {ckpt_path.parent / 'restore'} to regain it (checked against the record as it goes)")
+    rerun = train(side, progress=progress, log=log, deadline=deadline, on_point=check_point)
+    cmp = compare_curves(record["curve"], rerun["curve"], tolerance)
     last = record["curve"][-1]["samples"] if record["curve"] else None
     if cmp["verdict"] == "differs" or last not in {p["samples"] for p in rerun["curve"]}:
-        how = "differs from" if cmp["verdict"] == "differs" else "does not reach the last point of"
-        raise RestoreDiffers(f"{cfg.name}: the re-run to {at:,} samples {how} the record {out} "
-                             f"(largest difference {cmp['largest_difference']:.3g} nat over {cmp['points_compared']} "
-                             f"points); no checkpoint was installed, and the record and the re-run "
-                             f"{record_path(side)} are kept (remove the re-run's files to try again)"
-                             + machine_hint(machine_difference(record["provenance"], rerun["provenance"])))
+        raise refuse("differs from" if cmp["verdict"] == "differs" else "does not reach the last point of", cmp,
+                     rerun["provenance"])
     ckpt = load_checkpoint(checkpoint_path(side))
     # the record's run: its identity, step size, trials and curve; the state the re-run reached
     ckpt.update(config=cfg.identity(), lr=record["lr"], lr_trials=record["lr_trials"], curve=record["curve"])
