@@ -308,7 +308,8 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
 
     so_far = recorded_results(side)  # a re-run stopped on its way (a deadline) goes on only if it still agrees
     if so_far is not None and (cmp := compare_curves(record["curve"], so_far["curve"], tolerance))["verdict"] == "differs":
-        raise refuse(f"has parted (by {so_far['samples_seen']:,} samples) from", cmp, so_far["provenance"])
+        raise refuse(f"stopped on its way at {so_far['samples_seen']:,} and has parted from", cmp,
+                     so_far["provenance"])
     log(f"{cfg.name}: its record {out} stands at {at:,} samples but its checkpoint {ckpt_path} is missing; re-running "
         f"it from the start in {ckpt_path.parent / 'restore'} to regain it (checked against the record as it goes)")
     rerun = train(side, progress=progress, log=log, deadline=deadline, on_point=check_point)
