@@ -172,7 +172,8 @@ def test_a_piece_compiles_its_runs_or_not_as_told_and_they_go_on_either_way(tmp_
     assert r["config"]["compile"] is True and r["samples_seen"] == 4_000
 
 
-def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path, data_dir):
+def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path, data_dir, capsys):
+    from vae_utils.__main__ import main
     from vae_utils.verify import RestoreDiffers
 
     one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], **QUIET)
@@ -181,6 +182,15 @@ def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path,
     (tmp_path / "checkpoints" / f"{name}.pt").unlink()
     record = tmp_path / "results" / f"{name}.json"
     text = record.read_text()
+    # a regain stopped on its way at the record's first point, as a deadline leaves it: progress says how it stands
+    (tmp_path / "checkpoints" / "restore").mkdir()
+    stopped = json.loads(text)
+    stopped.update(curve=stopped["curve"][:1], samples_seen=stopped["curve"][0]["samples"], finished=False)
+    (tmp_path / "checkpoints" / "restore" / f"{name}.json").write_text(json.dumps(stopped))
+    assert main(["progress", "--budget", "smoke", "--output-dir", str(tmp_path)]) == 0
+    assert (f"progress: regaining {name}: its re-run has come to 10,000 samples (its last point) of the record's "
+            f"17,800, identical at 1 point so far (largest difference 0 nat)") in capsys.readouterr().out
+    (tmp_path / "checkpoints" / "restore" / f"{name}.json").unlink()
     first = re.search(r'"train": (-?[0-9.]+)', text).group(1)  # a recorded value the re-run will not reproduce
     moved = json.loads(text.replace(f'"train": {first}', f'"train": {float(first) - 1.0}', 1))
     moved["provenance"]["cpu_model"] = "Another CPU"  # as a record made elsewhere: the refusal names the machine
@@ -195,6 +205,8 @@ def test_a_rerun_that_does_not_reach_the_record_installs_no_checkpoint(tmp_path,
     assert not (tmp_path / "checkpoints" / f"{name}.pt").exists()
     kept = json.loads((tmp_path / "checkpoints" / "restore" / f"{name}.json").read_text())  # the re-run, to look into
     assert kept["samples_seen"] == parted  # stopped where it parted from the record, not at the record's end
+    assert main(["progress", "--budget", "smoke", "--output-dir", str(tmp_path)]) == 0
+    assert f"of the record's 17,800 and has parted from the record (largest difference 1 nat" in capsys.readouterr().out
     assert (tmp_path / "checkpoints" / "restore" / f"{name}.pt").exists()
     again = (tmp_path / "checkpoints" / "restore" / f"{name}.json").read_bytes()
     with pytest.raises(RestoreDiffers, match=f"stopped on its way at {parted:,} and has parted from the record"):

@@ -268,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
                          "runs continue from (their checkpoints copied; the sources are kept)")
 
     pg = sub.add_parser("progress", help="Figures 2 and 3 of a budget still trained in pieces, each run as far as it "
-                        "has come (figures/<budget>/figure2_<dataset>_so_far and figure3_so_far, .png and .pdf)")
+                        "has come (figures/<budget>/figure2_<dataset>_so_far and figure3_so_far, .png and .pdf), "
+                        "and each regain of a lost checkpoint under way, with how it compares with its record so far")
     pg.add_argument("--budget", choices=("smoke", "quick", "standard", "paper"), default="paper")
     pg.add_argument("--start-from", default=None, help="where a run not yet begun in this budget is drawn from, as "
                     "piece --start-from (default: the next smaller budget where it has records, so standard for "
@@ -421,6 +422,7 @@ def _run(args) -> int:
         from . import plotting as P
         from .budgets import BUDGETS, Places
         from .experiments import FIGURE2_LATENTS, figure2_so_far, figure3_so_far
+        from .verify import regain_line, regains_under_way
 
         paper, start = P.load_paper_curves(args.reference_dir), None if args.start_from == "none" else args.start_from
         names = list(BUDGETS)
@@ -436,6 +438,9 @@ def _run(args) -> int:
             saved = P.save_figure(fig, f"figure2_{dataset}_so_far", Places.for_budget(args.budget, args.output_dir).figures)
             print(f"progress: {dataset}, {len(runs)} runs, from {P.samples_label(min(r['samples_seen'] for r in runs))} "
                   f"to {P.samples_label(max(r['samples_seen'] for r in runs))} samples: {', '.join(map(str, saved))}")
+        here = Places.for_budget(args.budget, args.output_dir)
+        for regain in regains_under_way(here.checkpoints, here.results):  # hours of a core each: still agreeing?
+            print(f"progress: {regain_line(regain)}")
         curves = figure3_so_far(args.budget, output_dir=args.output_dir)
         if not curves:
             print("progress: no run of Figure 3 has a log p(x) point yet")

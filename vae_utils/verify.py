@@ -67,6 +67,11 @@ def machine_hint(difference: dict) -> str:
             f"holds on one machine, so re-run it on a machine like the record's before calling the code changed")
 
 
+def points(n: int) -> str:
+    """'1 point', '2 points': a count of curve points in a line."""
+    return f"{n} point" + ("" if n == 1 else "s")
+
+
 def compare_curves(recorded: list[dict], rerun: list[dict], tolerance: float) -> dict:
     """Verdict on two curves: 'identical' (every bit), 'agrees within <tol>' (largest difference
     within the floating-point tolerance) or 'differs'; with the largest difference."""
@@ -291,9 +296,9 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
     tolerance = VERIFY_TOLERANCE[record["algorithm"]]
 
     def refuse(how: str, cmp: dict, rerun_provenance: dict) -> RestoreDiffers:
-        return RestoreDiffers(f"{cfg.name}: the re-run to {at:,} samples {how} the record {out} "
-                              f"(largest difference {cmp['largest_difference']:.3g} nat over {cmp['points_compared']} "
-                              f"points); no checkpoint was installed, and the record and the re-run "
+        return RestoreDiffers(f"{cfg.name}: the re-run to {at:,} samples {how} the record {out} (largest "
+                              f"difference {cmp['largest_difference']:.3g} nat over {points(cmp['points_compared'])}); "
+                              f"no checkpoint was installed, and the record and the re-run "
                               f"{record_path(side)} are kept (remove the re-run's files to try again)"
                               + machine_hint(machine_difference(record["provenance"], rerun_provenance)))
 
@@ -334,3 +339,32 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
     log(f"{cfg.name}: checkpoint regained at {at:,} samples ({cmp['verdict']} over {cmp['points_compared']} curve "
         f"points); the run goes on from it")
     return ckpt_path
+
+
+def regains_under_way(checkpoints, results) -> list[dict]:
+    """Each regain stopped on its way (a deadline, Ctrl-C) in ``<checkpoints>/restore``: its run,
+    how far its re-run has come (its last curve point), the record's count, and how its points
+    compare with the record's so far (``compare_curves``, ``VERIFY_TOLERANCE``). A regain is hours
+    of one core; this says, before the next piece goes on, whether it still agrees."""
+    under_way = []
+    for f in sorted(Path(checkpoints, "restore").glob("*.json")):
+        if not Path(results, f.name).is_file():  # no record to regain any more: nothing will go on from it
+            continue
+        rerun, record = read_training_record(f, ALGORITHMS), read_training_record(Path(results, f.name), ALGORITHMS)
+        under_way.append({"run": record["name"], "at": rerun["samples_seen"], "of": record["samples_seen"],
+                          "rerun": str(f), **compare_curves(record["curve"], rerun["curve"],
+                                                            VERIFY_TOLERANCE[record["algorithm"]])})
+    return under_way
+
+
+def regain_line(r: dict) -> str:
+    """One line on a regain under way (``regains_under_way``)."""
+    head = f"regaining {r['run']}: its re-run has come to {r['at']:,} samples (its last point) of the record's {r['of']:,}"
+    if not r["points_compared"]:
+        return f"{head}, no point of the record's reached yet"
+    if r["verdict"] == "differs":
+        return (f"{head} and has parted from the record (largest difference {r['largest_difference']:.3g} nat over "
+                f"{points(r['points_compared'])}, tolerance {r['tolerance']:g}): the next piece refuses it; remove "
+                f"{r['rerun']} and its .pt to try again on a machine like the record's")
+    return (f"{head}, {r['verdict']} at {points(r['points_compared'])} so far "
+            f"(largest difference {r['largest_difference']:.3g} nat)")
