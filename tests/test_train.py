@@ -356,3 +356,31 @@ def test_batch_mcem_is_the_default_and_records_made_before_keep_their_meaning():
     for r in records:
         cfg = config_of_record(r["config"])
         assert identity_differences(r["config"], cfg) == {}, r["config"].get("name")
+
+
+def test_a_record_names_its_folders_relative_to_the_repository_and_reads_them_back_against_it(tmp_path, monkeypatch,
+                                                                                               data_dir):
+    """A committed record names no machine's paths: a folder inside the repository is written relative to
+    it, one outside as given; read back, a relative one is the repository's, whatever the cwd."""
+    import json
+
+    from vae_utils import config as C
+
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(C, "REPO_ROOT", repo)
+    inside = T.TrainConfig(results_dir=str(repo / "results" / "paper"), checkpoint_dir=repo / "checkpoints" / "paper",
+                           data_dir=str(tmp_path / "data"))
+    held = inside.as_record()
+    assert (held["results_dir"], held["checkpoint_dir"], held["data_dir"]) == ("results/paper", "checkpoints/paper",
+                                                                               str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path / "..")  # another cwd: the record's folders are still the repository's
+    back = C.config_of_record(held)
+    assert (back.results_dir, back.checkpoint_dir, back.data_dir) == (str(repo / "results" / "paper"),
+                                                                      str(repo / "checkpoints" / "paper"), str(tmp_path / "data"))
+    assert C.config_of_record(T.TrainConfig(results_dir="/elsewhere/results").as_record()).results_dir == "/elsewhere/results"
+    # a run trained into the repository's folders writes its record so
+    monkeypatch.setattr(C, "REPO_ROOT", tmp_path)
+    cfg = small_config(tmp_path, samples=2_000, eval_from=1_000)
+    T.train(cfg, progress=False, log=lambda *a: None)
+    record = json.loads((tmp_path / "results" / f"{cfg.name}.json").read_text())
+    assert (record["config"]["results_dir"], record["config"]["checkpoint_dir"]) == ("results", "ckpt")

@@ -14,12 +14,14 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import checks
 from . import data as data_mod
 from .checks import is_kind
 from .device import DEVICES
 from .estimators import get_estimator
+from .records import REPO_ROOT
 
 ALGORITHMS = ("aevb", "wake_sleep", "mcem")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy take seeds below 2^64; JSON and papermill any int
@@ -27,6 +29,10 @@ MAX_NAME_BYTES = 200  # a run's files add up to 13 bytes ("<name>.json.<8>.tmp")
 MAX_LR = 1e6  # Adagrad's global step: far above any useful one (the paper's grid is {0.01, 0.02, 0.1}) and finite in float32
 MAX_THREADS = os.cpu_count() or 1  # more threads than cores only slow a run (and a million of them crash OpenMP)
 PAPER_N_TRAIN = {"mnist": 50_000, "frey_face": None}
+
+
+# the folders a run reads and writes: runtime fields, written relative to the repository in records (as_record)
+PATH_FIELDS = ("data_dir", "results_dir", "checkpoint_dir")
 
 
 @dataclass
@@ -141,12 +147,23 @@ class TrainConfig:
               or len(self.name.encode()) > MAX_NAME_BYTES):
             raise ValueError(f"name={self.name!r} is not allowed: expected a file name of 1-{MAX_NAME_BYTES} bytes, "
                              f"printable, without '/', '\\', a leading '.' or surrounding spaces")
-        for name in ("data_dir", "results_dir", "checkpoint_dir"):
+        for name in PATH_FIELDS:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v).strip()
                                   or any(c in str(v) for c in "\0\n\r")):
                 raise TypeError(f"{name}={v!r} is not allowed: expected a folder path (a non-empty str or Path "
                                 f"without NUL or line breaks) or None")
+
+    def as_record(self) -> dict:
+        """Every field, as a record holds it: a folder inside the repository written relative to it
+        (``results/paper``), so that a committed record names no machine's paths (``config_of_record``
+        reads it back against the repository); one outside it kept as given."""
+        fields = dataclasses.asdict(self)
+        for k in PATH_FIELDS:
+            if fields[k] is not None and Path(fields[k]).is_absolute():
+                inside = Path(fields[k]).resolve()
+                fields[k] = inside.relative_to(REPO_ROOT).as_posix() if inside.is_relative_to(REPO_ROOT) else str(fields[k])
+        return fields
 
     def identity(self) -> dict:
         """What the run computes: every field but the runtime ones and the knobs of other algorithms."""
@@ -232,7 +249,9 @@ def config_of_record(recorded: dict, **overrides) -> TrainConfig:
     algorithm = overrides.get("algorithm", recorded.get("algorithm", _DEFAULTS["algorithm"]))
     fields = {k: recorded.get(k, RECORDED_BEFORE[k]) for k in _DEFAULTS
               if k not in TrainConfig.RUNTIME_FIELDS and algorithm in APPLIES_TO.get(k, (algorithm,))}
-    fields.update({k: v for k, v in recorded.items() if k in TrainConfig.RUNTIME_FIELDS})
+    # a folder a record names relative to the repository (TrainConfig.as_record), read back against it, never the cwd
+    fields.update({k: str(REPO_ROOT / v) if k in PATH_FIELDS and isinstance(v, str) and not Path(v).is_absolute() else v
+                   for k, v in recorded.items() if k in TrainConfig.RUNTIME_FIELDS})
     return TrainConfig(**{**fields, **overrides})
 
 

@@ -247,7 +247,7 @@ def figure3_job(cfg: TrainConfig, points: list[int], ll_n: int, is_samples: int,
                              required=("settings", "config", "points"))
     if record is not None:
         check_curve_record(record, path)
-    record = record or {"name": cfg.name, "algorithm": cfg.algorithm, "config": dataclasses.asdict(cfg),
+    record = record or {"name": cfg.name, "algorithm": cfg.algorithm, "config": cfg.as_record(),
                         "settings": settings, "points": []}
     have = {pt["target"] for pt in record["points"]}
     todo = [t for t in points if t not in have]
@@ -615,7 +615,7 @@ def decoder_images_job(cfg: TrainConfig, kind: str, n: int, allow_training: bool
         else:
             x = model.decode(torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(cfg.seed)))
     images = x.clamp(0, 1).reshape(-1, *data_mod.IMAGE_SHAPE[cfg.dataset]).numpy()
-    meta = {"name": cfg.name, "kind": kind, "n": n, "config": dataclasses.asdict(cfg),
+    meta = {"name": cfg.name, "kind": kind, "n": n, "config": cfg.as_record(),
             "samples_seen": finished_result(cfg)["samples_seen"], "provenance": provenance()}  # trained by now
     import io
 

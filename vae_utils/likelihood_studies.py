@@ -38,7 +38,6 @@ notebook 07, every number and verdict in it taken from the run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -263,7 +262,7 @@ def estimator_accuracy_job(cfg, settings: dict, allow_training: bool = True, rep
                               n_burnin=settings["hmc"]["n_burnin"], ais_steps=settings["ais_steps"],
                               ais_chains=settings["ais"]["num_chains"], ais_leapfrog=settings["ais"]["n_leapfrog"])
     tick(len(settings["l_values"]) + len(settings["k_values"]) + len(settings["ais_steps"]))
-    record = {"name": cfg.name, "algorithm": cfg.algorithm, "n_z": model.z_dim, "config": dataclasses.asdict(cfg),
+    record = {"name": cfg.name, "algorithm": cfg.algorithm, "n_z": model.z_dim, "config": cfg.as_record(),
               "identity": identity, "settings": settings, "seed": settings["seed"], "splits": splits,
               "exact": exact, "quadrature": {**quad, "seconds_per_point": quad_seconds,
                                              "check": {**fine, "point": "test[0]", "value": check,

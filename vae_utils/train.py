@@ -696,7 +696,7 @@ def session(cfg: TrainConfig, ckpt_path: Path, recorded: dict | None, interrupt:
     def results(finished: bool) -> dict:
         rate = run.samples_seen / run.train_time if run.train_time else None
         return {"name": cfg.name, "algorithm": cfg.algorithm, "metric": run.algorithm.metric,
-                "config": dataclasses.asdict(cfg), "lr": lr, "lr_trials": lr_trials, "seed": cfg.seed,
+                "config": cfg.as_record(), "lr": lr, "lr_trials": lr_trials, "seed": cfg.seed,
                 "samples_seen": run.samples_seen, "finished": finished, "curve": curve,
                 "train_time_s": run.train_time, "samples_per_s": rate, "devices": run.devices,
                 # MCEM's x axis: what one iteration counts (the paper does not say; algorithms.mcem_samples_per_iteration)
