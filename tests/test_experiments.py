@@ -119,6 +119,33 @@ def test_a_run_whose_checkpoint_is_lost_is_regained_by_a_checked_rerun_and_goes_
     assert restored["points_compared"] == 2 and ".pt" not in left and ".json" not in left  # the re-run's copy gone
 
 
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="two threads need two cores")
+def test_a_piece_goes_on_with_the_threads_it_is_given_and_regains_on_the_records_own(tmp_path, data_dir):
+    """``threads`` is a runtime knob of a piece: the run goes on with 2, each session says so, and a lost
+    checkpoint is regained on the 1 thread that made the record (2 would sum in another order)."""
+    one = dict(device="cpu", datasets=["frey_face"], algorithms=["aevb"], latents=[2], output_dir=tmp_path, **QUIET)
+    name = train_piece("smoke", ["2"], target=17_800, **one)["finished"][0]
+    (tmp_path / "checkpoints" / f"{name}.pt").unlink()  # a fresh clone: the record, no checkpoint
+    logged = []
+    assert train_piece("smoke", ["2"], threads=2, **{**one, "log": logged.append})["finished"] == [name]
+    assert any("checkpoint regained at 17,800 samples (identical" in line for line in logged)
+    made, regained, went_on = json.loads((tmp_path / "results" / f"{name}.json").read_text())["sessions"]
+    assert made["provenance"]["torch_threads"] == 1
+    assert regained["restored_by_rerun"]["provenance"]["torch_threads"] == 1
+    assert went_on["from_samples"] == 17_800 and went_on["provenance"]["torch_threads"] == 2
+
+
+def test_a_regain_reruns_on_the_threads_that_made_the_records_start():
+    from vae_utils.config import MAX_THREADS
+    from vae_utils.verify import start_threads
+
+    session = lambda threads: {"provenance": {"torch_threads": threads}}  # noqa: E731
+    assert start_threads({"sessions": [session(1), session(2)]}) == 1
+    assert start_threads({"sessions": [session(2), session(1)]}) == min(2, MAX_THREADS)
+    assert start_threads({"provenance": {"torch_threads": 10_000}}) == MAX_THREADS  # never more than the cores
+    assert start_threads({}) == 1
+
+
 def test_a_figure3_run_stopped_between_its_points_is_drawn_so_far_and_goes_on_in_a_fresh_clone(tmp_path, data_dir,
                                                                                                  capsys):
     import json

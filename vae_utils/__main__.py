@@ -260,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
                     help="where the runs draw their minibatches and noise (wake-sleep: and dreams): the device's "
                     "generator, or the CPU's (on a GPU the CPU run's very draws; a CPU checkpoint goes on with its "
                     "stream); AEVB and MNIST's wake-sleep")
+    pc.add_argument("--threads", type=_count, default=1, help="threads of each run's step (1: one run per core "
+                    "is faster; 2: one run left on 2 cores); a regain re-runs on the record's own")
     pc.add_argument("--together", action="store_true",
                     help="train the piece's Figure-2 runs side by side in one process (on a GPU each on its own CUDA "
                     "stream, so that their steps overlap; the same runs as one after another)")
@@ -413,7 +415,7 @@ def _run(args) -> int:
                            seed=args.seed, datasets=args.datasets, max_minutes=args.max_minutes,
                            algorithms=args.algorithms, latents=args.latents, start_from=args.start_from,
                            compile={"yes": True, "no": False}.get(args.compile, "auto"), draws=args.draws,
-                           together=args.together)
+                           together=args.together, threads=args.threads)
         state = (f"stopped at the time limit: {len(done['remaining'])} runs to go (rerun the same command to continue)"
                  if done["time_limit"] else "every run of this piece reached its target")
         print(f"piece: {len(done['finished'])} runs at their target; {state}")

@@ -395,7 +395,8 @@ FIGURES = ("2", "3")
 def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, device: str = "auto",
                 output_dir=None, seed: int = 0, datasets=None, max_minutes: float | None = None,
                 algorithms=None, latents=None, start_from: str | None = None, compile: bool | str = "auto",
-                draws: str = "device", together: bool = False, progress: bool = True, log=print) -> dict:
+                draws: str = "device", together: bool = False, threads: int = 1, progress: bool = True,
+                log=print) -> dict:
     """One piece of a budget's training: every run of Figures 2 and 3 (the runs the notebooks
     draw, with the budget's settings and places) trained, on ``device``, up to ``target`` training
     samples (default: the budget's own counts; Figure 3 to its last log p(x) point at or below the
@@ -408,7 +409,9 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
     ``algorithms`` and ``latents`` narrow the piece to those runs (default: all), e.g. to train
     the runs that matter most first on a slow machine. ``compile`` is ``TrainConfig.compile`` for
     every run of the piece (a runtime knob: the same runs, compiled or not), ``draws``
-    ``TrainConfig.draws`` (runs whose step has its gradient by hand: AEVB, MNIST's wake-sleep).
+    ``TrainConfig.draws`` (runs whose step has its gradient by hand: AEVB, MNIST's wake-sleep),
+    ``threads`` ``TrainConfig.threads`` (another runtime knob: one run left on a 2-core machine goes
+    on with both; each session records its own; a regain re-runs on the record's, ``start_threads``).
     ``together``: the piece's Figure-2 runs are trained side by side in this process, after its
     Figure-3 runs (``together.train_together``: on a GPU each on its own CUDA stream, so that
     their small steps overlap; the same runs, bit for bit on a CPU).
@@ -471,7 +474,7 @@ def train_piece(budget: str, figures=FIGURES, target: int | None = None, *, devi
         raise ValueError(f"draws={draws!r} is written for the steps with their gradient by hand (AEVB; wake-sleep on "
                          f"MNIST), and this piece has runs without one ({', '.join(unwritten[:3])}"
                          f"{', ...' if len(unwritten) > 3 else ''}): narrow it with algorithms= and datasets=")
-    jobs = [(dataclasses.replace(c, compile=compile, draws=draws), points) for c, points in jobs]
+    jobs = [(dataclasses.replace(c, compile=compile, draws=draws, threads=threads), points) for c, points in jobs]
     here.make()
     deadline = time.time() + 60 * max_minutes if max_minutes else None
     finished, remaining, side_by_side = [], [], []

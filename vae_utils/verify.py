@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import checks
-from .config import ALGORITHMS, TrainConfig
+from .config import ALGORITHMS, MAX_THREADS, TrainConfig
 from .device import kind_of
 from .records import (Interrupted, RunFailed, check_output_file, checkpoint_path, differences, existing_record, provenance,
                       read_training_record, write_record)
@@ -292,7 +292,9 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
     if record is None or ckpt_path.exists() or (record["finished"] and record["samples_seen"] >= cfg.samples):
         return None
     at = record["samples_seen"]
-    side = rerun_config(record, at, cfg.data_dir, ckpt_path.parent / "restore", cfg.threads, out, name=cfg.name)
+    # on the threads that made the record's start, whatever the run goes on with: another count sums otherwise
+    side = rerun_config(record, at, cfg.data_dir, ckpt_path.parent / "restore", start_threads(record), out,
+                        name=cfg.name)
     tolerance = VERIFY_TOLERANCE[record["algorithm"]]
 
     def refuse(how: str, cmp: dict, rerun_provenance: dict) -> RestoreDiffers:
@@ -339,6 +341,15 @@ def restore_checkpoint(cfg: TrainConfig, *, deadline: float | None = None, progr
     log(f"{cfg.name}: checkpoint regained at {at:,} samples ({cmp['verdict']} over {cmp['points_compared']} curve "
         f"points); the run goes on from it")
     return ckpt_path
+
+
+def start_threads(record: dict) -> int:
+    """The threads that trained a record's start (its first session's provenance; 1 for a record
+    that does not say), at most this machine's cores. A regain (``restore_checkpoint``) re-runs on
+    them, whatever threads the run then goes on with: another thread count sums its products in
+    another order (``measure_float_noise``), which wake-sleep amplifies past the tolerance."""
+    first = (record.get("sessions") or [{}])[0].get("provenance") or record.get("provenance") or {}
+    return max(1, min(int(first.get("torch_threads", 1)), MAX_THREADS))
 
 
 def regains_under_way(checkpoints, results) -> list[dict]:
